@@ -1,0 +1,249 @@
+//! Every setting, read and validated once at start-up.
+//!
+//! Settings come from the environment (Function App settings in Azure). [`Config::from_lookup`]
+//! takes any lookup function so tests build configurations without touching the process
+//! environment. A bad value is a [`ConfigError`] naming the setting and the problem; `main`
+//! prints it as one line and exits non-zero.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A setting that could not be used, with the reason.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid setting {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            setting,
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Running in Azure (`WEBSITE_INSTANCE_ID` set): development conveniences are refused.
+    pub in_azure: bool,
+    pub request_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub fault_injection: bool,
+}
+
+/// The Functions front end cuts HTTP responses at 230 s; our deadline must fire first so the
+/// client gets our 504 rather than the load balancer's.
+const FRONT_END_TIMEOUT_MS: u64 = 230_000;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let port = match get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Some(value) => parse_port("FUNCTIONS_CUSTOMHANDLER_PORT", &value)?,
+            None => match get("PORT") {
+                Some(value) => parse_port("PORT", &value)?,
+                None => 7071,
+            },
+        };
+        let bind = match get("ORDERS_BIND") {
+            Some(value) => value.trim().parse().map_err(|_| {
+                ConfigError::new("ORDERS_BIND", format!("'{value}' is not an IP address"))
+            })?,
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+        let in_azure = get("WEBSITE_INSTANCE_ID").is_some();
+
+        let request_timeout_ms = parse_number(&get, "ORDERS_REQUEST_TIMEOUT_MS", 25_000, 1)?;
+        if request_timeout_ms >= FRONT_END_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                "ORDERS_REQUEST_TIMEOUT_MS",
+                format!(
+                    "{request_timeout_ms} must be below {FRONT_END_TIMEOUT_MS} (the Functions front end's limit)"
+                ),
+            ));
+        }
+        let body_timeout_ms = parse_number(&get, "ORDERS_BODY_TIMEOUT_MS", 10_000, 1)?;
+        let max_body_bytes = parse_number(&get, "ORDERS_MAX_BODY_BYTES", 65_536, 2)?;
+        let shutdown_grace_ms = parse_number(&get, "ORDERS_SHUTDOWN_GRACE_MS", 10_000, 0)?;
+
+        let log_format = match get("ORDERS_LOG_FORMAT").as_deref().map(str::trim) {
+            None if in_azure => LogFormat::Json,
+            None => LogFormat::Text,
+            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            Some(v) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "ORDERS_LOG_FORMAT",
+                    format!("'{other}' is not one of json, text"),
+                ));
+            }
+        };
+        let fault_injection = parse_bool(&get, "ORDERS_FAULT_INJECTION")?;
+        if fault_injection && in_azure {
+            return Err(ConfigError::new(
+                "ORDERS_FAULT_INJECTION",
+                "fault injection is refused when running in Azure (WEBSITE_INSTANCE_ID is set)",
+            ));
+        }
+
+        Ok(Self {
+            bind,
+            port,
+            in_azure,
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            body_timeout: Duration::from_millis(body_timeout_ms),
+            max_body_bytes: usize::try_from(max_body_bytes).map_err(|_| {
+                ConfigError::new("ORDERS_MAX_BODY_BYTES", "is larger than this platform allows")
+            })?,
+            shutdown_grace: Duration::from_millis(shutdown_grace_ms),
+            log_format,
+            fault_injection,
+        })
+    }
+
+    /// Defaults only, as if no setting were present.
+    pub fn defaults() -> Self {
+        // infallible: the defaults are valid by construction, which a unit test checks.
+        Self::from_lookup(|_| None).expect("default settings are valid")
+    }
+}
+
+fn parse_port(setting: &'static str, value: &str) -> Result<u16, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(setting, format!("'{value}' is not a port number (0-65535)")))
+}
+
+fn parse_number(
+    get: &impl Fn(&str) -> Option<String>,
+    setting: &'static str,
+    default: u64,
+    min: u64,
+) -> Result<u64, ConfigError> {
+    let Some(value) = get(setting) else {
+        return Ok(default);
+    };
+    let number: u64 = value.trim().parse().map_err(|_| {
+        ConfigError::new(setting, format!("'{value}' is not a whole number"))
+    })?;
+    if number < min {
+        return Err(ConfigError::new(
+            setting,
+            format!("{number} is below the minimum of {min}"),
+        ));
+    }
+    Ok(number)
+}
+
+fn parse_bool(
+    get: &impl Fn(&str) -> Option<String>,
+    setting: &'static str,
+) -> Result<bool, ConfigError> {
+    match get(setting).as_deref().map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            setting,
+            format!("'{other}' is not true or false"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::defaults();
+        assert_eq!(config.port, 7071);
+        assert_eq!(config.bind.to_string(), "127.0.0.1");
+        assert_eq!(config.max_body_bytes, 65_536);
+        assert_eq!(config.request_timeout, Duration::from_secs(25));
+        assert!(!config.fault_injection);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn functions_port_wins_over_port() {
+        let c = config(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "4001"), ("PORT", "4002")]).unwrap();
+        assert_eq!(c.port, 4001);
+        assert_eq!(config(&[("PORT", "4002")]).unwrap().port, 4002);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = config(&[("ORDERS_MAX_BODY_BYTES", "lots")]).unwrap_err();
+        assert_eq!(err.setting, "ORDERS_MAX_BODY_BYTES");
+        assert_eq!(
+            err.to_string(),
+            "invalid setting ORDERS_MAX_BODY_BYTES: 'lots' is not a whole number"
+        );
+        assert_eq!(
+            config(&[("PORT", "70000")]).unwrap_err().setting,
+            "PORT"
+        );
+        assert_eq!(
+            config(&[("ORDERS_REQUEST_TIMEOUT_MS", "230000")])
+                .unwrap_err()
+                .setting,
+            "ORDERS_REQUEST_TIMEOUT_MS"
+        );
+        assert_eq!(
+            config(&[("ORDERS_LOG_FORMAT", "xml")]).unwrap_err().setting,
+            "ORDERS_LOG_FORMAT"
+        );
+    }
+
+    #[test]
+    fn fault_injection_is_refused_in_azure() {
+        assert!(config(&[("ORDERS_FAULT_INJECTION", "true")]).unwrap().fault_injection);
+        let err = config(&[
+            ("ORDERS_FAULT_INJECTION", "true"),
+            ("WEBSITE_INSTANCE_ID", "abc"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "ORDERS_FAULT_INJECTION");
+    }
+
+    #[test]
+    fn azure_defaults_to_json_logs() {
+        let c = config(&[("WEBSITE_INSTANCE_ID", "abc")]).unwrap();
+        assert!(c.in_azure);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,130 @@
+//! Per-request identity: the W3C trace id that error bodies and telemetry share, and the
+//! `x-request-id` echoed on every response.
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::Rng;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Inserted into the request extensions before anything else runs.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// 32 lower-case hex digits: the incoming `traceparent`'s trace id, or a new one.
+    pub trace_id: String,
+    /// The caller's span id from `traceparent`, when one was sent.
+    pub parent_span_id: Option<String>,
+    pub request_id: HeaderValue,
+}
+
+impl RequestContext {
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Self {
+        let (trace_id, parent_span_id) = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent)
+            .map_or_else(|| (new_trace_id(), None), |(t, s)| (t, Some(s)));
+        let request_id = headers
+            .get(&X_REQUEST_ID)
+            .filter(|v| is_acceptable_request_id(v))
+            .cloned()
+            .unwrap_or_else(|| {
+                // infallible: a hyphenated UUID is always a valid header value.
+                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+            });
+        Self {
+            trace_id,
+            parent_span_id,
+            request_id,
+        }
+    }
+}
+
+/// Middleware: attaches a [`RequestContext`] (unless an outer layer already did) and echoes
+/// `x-request-id` on the response.
+pub async fn attach(mut req: Request, next: Next) -> Response {
+    let context = match req.extensions().get::<RequestContext>() {
+        Some(existing) => existing.clone(),
+        None => {
+            let context = RequestContext::from_headers(req.headers());
+            req.extensions_mut().insert(context.clone());
+            context
+        }
+    };
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), context.request_id);
+    response
+}
+
+/// A client's request id is echoed only when it is short printable ASCII, so it cannot be used
+/// to smuggle anything into logs or other systems' headers.
+fn is_acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; all-zero ids are invalid (W3C Trace
+/// Context, section 3.2).
+pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let is_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = is_hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && is_hex(trace_id, 32)
+        && is_hex(span_id, 16)
+        && is_hex(flags, 2)
+        && trace_id.bytes().any(|b| b != b'0')
+        && span_id.bytes().any(|b| b != b'0');
+    valid.then(|| (trace_id.to_owned(), span_id.to_owned()))
+}
+
+fn new_trace_id() -> String {
+    let id: u128 = rand::rng().random_range(1..=u128::MAX);
+    format!("{id:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_traceparent() {
+        let (trace, span) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span, "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn rejects_invalid_traceparent() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_trace_ids_are_32_hex() {
+        let id = new_trace_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,56 @@
+//! Fault injection (`ORDERS_FAULT_INJECTION=true`, refused in Azure): each fault takes one
+//! failure path for real, so tests, the benchmark and operators can watch every 5xx happen.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::error::{ApiError, FieldError};
+use crate::http::query::ApiQuery;
+
+pub const PATH: &str = "/api/faults/{fault}";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(PATH, get(inject))
+}
+
+#[derive(Deserialize)]
+struct FaultParams {
+    ms: Option<String>,
+}
+
+async fn inject(
+    Path(fault): Path<String>,
+    ApiQuery(params): ApiQuery<FaultParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match fault.as_str() {
+        "panic" => panic!("fault injection: deliberate panic in a handler"),
+        "error" => {
+            let cause = std::io::Error::other("fault injection: simulated failure deep inside");
+            Err(ApiError::internal(format!("while serving /api/faults/error: {cause}")))
+        }
+        "slow" => {
+            let ms = match params.ms.as_deref() {
+                None => 1_000,
+                Some(text) => text.parse::<u64>().ok().filter(|ms| *ms <= 600_000).ok_or_else(|| {
+                    ApiError::validation(vec![FieldError::new("ms", "must be a whole number from 0 to 600000")])
+                })?,
+            };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Json(serde_json::json!({ "sleptMs": ms })))
+        }
+        "bad-gateway" => Err(ApiError::new(StatusCode::BAD_GATEWAY, "dependency answered garbage")
+            .with_internal("fault injection: a dependency answered with an unusable response")),
+        "unavailable" => Err(ApiError::unavailable("dependency unreachable", 5)
+            .with_internal("fault injection: a dependency could not be reached")),
+        _ => Err(ApiError::not_found(
+            "Known faults: panic, error, slow, bad-gateway, unavailable.",
+        )),
+    }
+}

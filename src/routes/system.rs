@@ -1,0 +1,78 @@
+//! Routes for the platform rather than for clients: the Functions host's readiness probe,
+//! health, and the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::error::ErrorBody;
+use crate::http::render;
+
+/// `GET /`: the Functions host polls this until any response arrives; it must answer at once
+/// and touch nothing else.
+pub async fn readiness() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ready" }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    /// One entry per dependency: `healthy`, or `unhealthy` with a short reason.
+    pub checks: serde_json::Map<String, serde_json::Value>,
+    pub version: &'static str,
+}
+
+/// Health of the service and its dependencies.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    operation_id = "getHealth",
+    tag = "system",
+    security(()),
+    responses(
+        (status = 200, description = "All dependencies are usable.", body = Health),
+        (status = 503, description = "A dependency is not usable.", body = Health,
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again."))),
+        (status = 500, description = "Unexpected error.", body = ErrorBody),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut healthy = true;
+    match state.store.health().await {
+        Ok(()) => {
+            checks.insert("store".into(), serde_json::json!({ "status": "healthy" }));
+        }
+        Err(problem) => {
+            healthy = false;
+            checks.insert(
+                "store".into(),
+                serde_json::json!({ "status": "unhealthy", "reason": problem.public_reason() }),
+            );
+        }
+    }
+    let body = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        checks,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !healthy {
+        // Health answers 503 with its own body (the checks) rather than the error shape: load
+        // balancers and operators read it, and it is not an error of the request.
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.extensions_mut().insert(render::OwnBody);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
