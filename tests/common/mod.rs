@@ -100,6 +100,18 @@ impl TestApp {
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path))
     }
 
+    /// A development-mode bearer token for `subject` with both scopes.
+    pub fn token(&self, subject: &str) -> String {
+        self.token_with(subject, &["Orders.Read", "Orders.Write"])
+    }
+
+    /// A development-mode bearer token for `subject` with exactly `scopes`.
+    pub fn token_with(&self, subject: &str, scopes: &[&str]) -> String {
+        // Replaced by real development tokens once authentication is in place.
+        let _ = (subject, scopes);
+        "development".to_owned()
+    }
+
     /// Creates an order and returns (id, etag, body).
     pub async fn create_order(&self, body: &Value) -> (String, String, Value) {
         let response = self.post("/api/orders").json(body).send().await.unwrap();
