@@ -79,23 +79,34 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// Requests as the default caller, `alice`, with both scopes.
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.get(self.url(path))
+        self.request("GET", path)
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.post(self.url(path))
+        self.request("POST", path)
     }
 
     pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.patch(self.url(path))
+        self.request("PATCH", path)
     }
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.delete(self.url(path))
+        self.request("DELETE", path)
     }
 
     pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.as_user("alice", method, path)
+    }
+
+    /// A request as `subject` (both scopes).
+    pub fn as_user(&self, subject: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.anonymous(method, path).bearer_auth(self.token(subject))
+    }
+
+    /// A request without any Authorization header.
+    pub fn anonymous(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path))
     }
