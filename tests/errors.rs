@@ -12,9 +12,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn unknown_route_is_404_with_the_error_shape() {
     let app = spawn().await;
-    let response = app.anonymous("GET", "/api/nothing-here").send().await.unwrap();
+    let response = app
+        .anonymous("GET", "/api/nothing-here")
+        .send()
+        .await
+        .unwrap();
     let body = assert_error(response, 404, "NotFound").await;
-    assert_eq!(body.as_object().unwrap().len(), 4, "no details on a 404: {body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        4,
+        "no details on a 404: {body}"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +73,11 @@ async fn wrong_shape_is_400_with_field_details() {
     let details = body["details"].as_array().unwrap();
     assert_eq!(details.len(), 1);
     assert_eq!(details[0]["field"], "items[0].quantity");
-    assert!(details[0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        details[0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
     assert_eq!(details[0].as_object().unwrap().len(), 2);
 }
 
@@ -110,7 +122,8 @@ async fn body_over_the_limit_is_413_without_content_length() {
     let mut config = test_config();
     config.max_body_bytes = 1024;
     let app = spawn_with(config).await;
-    let chunks: Vec<Result<String, std::io::Error>> = (0..16).map(|_| Ok("x".repeat(256))).collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..16).map(|_| Ok("x".repeat(256))).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let response = app
         .post("/api/orders")
@@ -144,7 +157,10 @@ async fn slow_body_is_408_and_the_connection_closes() {
     let raw = trickle_body(app.addr, &app.token("alice")).await;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
-    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
     let body: Value = serde_json::from_str(body).unwrap();
     common::assert_error_body(&body, 408, "RequestTimeout");
     assert_eq!(app.store.len(), 0);
@@ -167,7 +183,10 @@ async fn panic_is_a_generic_500_and_the_service_keeps_serving() {
     let response = app.get("/api/faults/panic").send().await.unwrap();
     let body = assert_error(response, 500, "InternalServerError").await;
     let text = body.to_string();
-    assert!(!text.contains("panic") && !text.contains("faults.rs"), "{text}");
+    assert!(
+        !text.contains("panic") && !text.contains("faults.rs"),
+        "{text}"
+    );
     let response = app.get("/api/health").send().await.unwrap();
     assert_eq!(response.status(), 200);
     let response = app.get("/api/orders").send().await.unwrap();
@@ -180,7 +199,10 @@ async fn internal_errors_hide_their_detail() {
     let response = app.get("/api/faults/error").send().await.unwrap();
     let body = assert_error(response, 500, "InternalServerError").await;
     let text = body.to_string();
-    assert!(!text.contains("simulated") && !text.contains("fault injection"), "{text}");
+    assert!(
+        !text.contains("simulated") && !text.contains("fault injection"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -201,7 +223,11 @@ async fn fault_routes_do_not_exist_unless_enabled() {
     config.fault_injection = false;
     let app = spawn_with(config).await;
     for fault in ["panic", "error", "slow", "bad-gateway", "unavailable"] {
-        let response = app.get(&format!("/api/faults/{fault}")).send().await.unwrap();
+        let response = app
+            .get(&format!("/api/faults/{fault}"))
+            .send()
+            .await
+            .unwrap();
         assert_error(response, 404, "NotFound").await;
     }
 }
@@ -212,12 +238,18 @@ async fn problem_json_when_the_client_prefers_it() {
     let response = app
         .anonymous("GET", "/api/missing")
         .header("accept", "application/problem+json")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(header(&response, "content-type"), "application/problem+json");
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
@@ -240,12 +272,20 @@ async fn problem_json_when_the_client_prefers_it() {
         .send()
         .await
         .unwrap();
-    assert_eq!(header(&response, "content-type"), "application/problem+json");
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 400);
     assert_eq!(body["details"][0]["field"], "items");
     for accept in ["*/*", "application/json, application/problem+json;q=0.9"] {
-        let response = app.anonymous("GET", "/api/missing").header("accept", accept).send().await.unwrap();
+        let response = app
+            .anonymous("GET", "/api/missing")
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
         assert_error(response, 404, "NotFound").await;
     }
 }
@@ -255,7 +295,10 @@ async fn trace_id_comes_from_traceparent_and_request_id_is_echoed() {
     let app = spawn().await;
     let response = app
         .anonymous("GET", "/api/missing")
-        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("x-request-id", "client-chosen-42")
         .send()
         .await
@@ -267,8 +310,18 @@ async fn trace_id_comes_from_traceparent_and_request_id_is_echoed() {
     // Without them: a fresh request id on success too, and a fresh trace id per request.
     let ok = app.anonymous("GET", "/api/health").send().await.unwrap();
     assert!(!header(&ok, "x-request-id").is_empty());
-    let a = assert_error(app.anonymous("GET", "/x").send().await.unwrap(), 404, "NotFound").await;
-    let b = assert_error(app.anonymous("GET", "/x").send().await.unwrap(), 404, "NotFound").await;
+    let a = assert_error(
+        app.anonymous("GET", "/x").send().await.unwrap(),
+        404,
+        "NotFound",
+    )
+    .await;
+    let b = assert_error(
+        app.anonymous("GET", "/x").send().await.unwrap(),
+        404,
+        "NotFound",
+    )
+    .await;
     assert_ne!(a["traceId"], b["traceId"]);
 
     // A request id that could smuggle content is replaced.

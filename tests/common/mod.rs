@@ -102,13 +102,16 @@ impl TestApp {
 
     /// A request as `subject` (both scopes).
     pub fn as_user(&self, subject: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
-        self.anonymous(method, path).bearer_auth(self.token(subject))
+        self.anonymous(method, path)
+            .bearer_auth(self.token(subject))
     }
 
     /// A request without any Authorization header.
     pub fn anonymous(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path))
+        self.client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            self.url(path),
+        )
     }
 
     /// A development-mode bearer token for `subject` with both scopes.
@@ -233,7 +236,11 @@ impl Handler {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("address=").nth(1) {
-                    let port = rest.trim().rsplit(':').next().and_then(|p| p.trim_matches('"').parse::<u16>().ok());
+                    let port = rest
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim_matches('"').parse::<u16>().ok());
                     if let (Some(port), Some(tx)) = (port, port_tx.take()) {
                         let _ = tx.send(port);
                     }
@@ -243,8 +250,17 @@ impl Handler {
         });
         let port = port_rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("handler did not report its port; stderr: {:?}", lines.lock().unwrap()));
-        Handler { child, port, stderr_lines: lines }
+            .unwrap_or_else(|_| {
+                panic!(
+                    "handler did not report its port; stderr: {:?}",
+                    lines.lock().unwrap()
+                )
+            });
+        Handler {
+            child,
+            port,
+            stderr_lines: lines,
+        }
     }
 
     pub fn base(&self) -> String {
