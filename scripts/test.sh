@@ -8,5 +8,9 @@ echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
+echo "== Azurite (storage emulator for the Azure-backed tests)"
+eval "$(scripts/azurite.sh start)"
+trap 'scripts/azurite.sh stop' EXIT
+
 echo "== tests"
 cargo test --all-targets
