@@ -18,13 +18,17 @@ thread_local! {
 pub fn install_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        // The previous hook (by default, the message on stderr) still runs: panics outside
+        // requests must stay visible even without a log subscriber.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
                 .unwrap_or_else(|| "unknown location".to_owned());
             tracing::error!(location, message = %payload_text(info.payload()), "panic");
             LAST_LOCATION.with(|last| *last.borrow_mut() = Some(location));
+            previous(info);
         }));
     });
 }
