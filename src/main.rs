@@ -26,6 +26,22 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Print a development-mode bearer token, valid for a handler with the same
+    /// ORDERS_AUTH_DEV_SECRET (or the built-in development key).
+    Token {
+        /// The subject (`sub`): the owner of the orders the token reaches.
+        #[arg(long)]
+        sub: String,
+        /// A scope for `scp`; repeat for more (e.g. --scope Orders.Read --scope Orders.Write).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// App roles for `roles`.
+        #[arg(long, num_args = 1..)]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+    },
     /// Work with the Functions app files.
     Functions {
         #[command(subcommand)]
@@ -48,6 +64,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::Openapi { output } => write_openapi(output),
+        Command::Token {
+            sub,
+            scopes,
+            roles,
+            expires_in,
+        } => print_token(sub, scopes, roles, expires_in),
         Command::Functions {
             command: FunctionsCommand::Check { root },
         } => check_functions(&root),
@@ -62,7 +84,8 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    // Before the async runtime exists: the exporter's HTTP client must not start on it.
+    let telemetry = telemetry::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,7 +93,7 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, telemetry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("handler: {error}");
@@ -79,7 +102,7 @@ fn serve() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), String> {
     let address = std::net::SocketAddr::new(config.bind, config.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -89,13 +112,32 @@ async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("fault injection is on: /api/faults/* can make this service fail on purpose");
     }
     let grace = config.shutdown_grace;
+    orders_api::auth::dev::announce(&config.auth);
     let router = app::router(AppState::in_memory(config));
     tracing::info!(address = %local, "listening");
-    app::serve(listener, router, shutdown_signal(), grace)
+    let stop_requested = std::sync::Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let stop_requested = stop_requested.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_requested.set(std::time::Instant::now());
+        }
+    };
+    let served = app::serve(listener, router, shutdown, grace)
         .await
-        .map_err(|e| format!("server error: {e}"))?;
-    tracing::info!("stopped");
-    Ok(())
+        .map_err(|e| format!("server error: {e}"));
+    if served.is_ok() {
+        tracing::info!("stopped");
+    }
+    // Pending telemetry gets what is left of the grace period, and at least a second so a
+    // zero grace still lets the last batch go out.
+    let left = stop_requested
+        .get()
+        .map_or(grace, |at: &std::time::Instant| grace.saturating_sub(at.elapsed()));
+    telemetry
+        .flush(left.max(std::time::Duration::from_secs(1)))
+        .await;
+    served
 }
 
 /// Resolves on SIGTERM (the Functions host and container platforms) or SIGINT (Ctrl-C).
@@ -119,6 +161,32 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {},
         () = terminate => {},
+    }
+}
+
+fn print_token(sub: String, scopes: Vec<String>, roles: Vec<String>, expires_in: u64) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("handler: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let request = orders_api::auth::dev::TokenRequest {
+        subject: sub,
+        scopes,
+        roles,
+        expires_in: std::time::Duration::from_secs(expires_in),
+    };
+    match orders_api::auth::dev::issue_token(&config.auth, &request) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("handler: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn spawn() -> TestApp {
 pub async fn spawn_with(config: Config) -> TestApp {
     let store = Arc::new(MemoryStore::new());
     let state = AppState {
+        auth: orders_api::auth::Auth::new(&config.auth),
         config: Arc::new(config.clone()),
         store: store.clone(),
     };
@@ -121,9 +122,9 @@ impl TestApp {
 
     /// A development-mode bearer token for `subject` with exactly `scopes`.
     pub fn token_with(&self, subject: &str, scopes: &[&str]) -> String {
-        // Replaced by real development tokens once authentication is in place.
-        let _ = (subject, scopes);
-        "development".to_owned()
+        let request = orders_api::auth::dev::TokenRequest::new(subject, scopes);
+        orders_api::auth::dev::issue_token(&self.state.config.auth, &request)
+            .expect("a development-mode app (production-mode tests sign their own tokens)")
     }
 
     /// Creates an order and returns (id, etag, body).
