@@ -3,6 +3,7 @@
 //! a new opaque ETag, conditional writes fail rather than lose an update, and listings page with
 //! opaque continuation tokens.
 
+pub mod azure;
 pub mod memory;
 
 use async_trait::async_trait;
