@@ -8,8 +8,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tower::ServiceExt;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::store::OrderStore;

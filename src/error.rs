@@ -260,6 +260,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         422 => "The request could not be processed.",
         428 => "This request must be conditional.",
         429 => "Too many requests: retry later.",
+        431 => "The request headers are too large.",
         500 => "An unexpected error occurred. Quote the traceId when reporting it.",
         501 => "The request method is not supported by this service.",
         502 => "A dependency returned an invalid response.",

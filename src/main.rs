@@ -112,6 +112,7 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
         tracing::warn!("fault injection is on: /api/faults/* can make this service fail on purpose");
     }
     let grace = config.shutdown_grace;
+    let serve_options = app::ServeOptions::from(&config);
     orders_api::auth::dev::announce(&config.auth);
     let router = app::router(AppState::in_memory(config));
     tracing::info!(address = %local, "listening");
@@ -123,7 +124,7 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
             let _ = stop_requested.set(std::time::Instant::now());
         }
     };
-    let served = app::serve(listener, router, shutdown, grace)
+    let served = app::serve(listener, router, shutdown, serve_options)
         .await
         .map_err(|e| format!("server error: {e}"));
     if served.is_ok() {

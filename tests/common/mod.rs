@@ -52,14 +52,14 @@ pub async fn spawn_state(state: AppState, store: Arc<MemoryStore>) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let router = app::router(state.clone());
-    let grace = state.config.shutdown_grace;
+    let options = app::ServeOptions::from(&*state.config);
     let server = tokio::spawn(app::serve(
         listener,
         router,
         async move {
             let _ = rx.await;
         },
-        grace,
+        options,
     ));
     TestApp {
         base: format!("http://{addr}"),
