@@ -13,7 +13,8 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Inserted into the request extensions before anything else runs.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// 32 lower-case hex digits: the incoming `traceparent`'s trace id, or a new one.
+    /// 32 lower-case hex digits: the incoming `traceparent`'s trace id, or a new one. When
+    /// telemetry is exported, `telemetry::request` sets it to the exported operation id.
     pub trace_id: String,
     /// The caller's span id from `traceparent`, when one was sent.
     pub parent_span_id: Option<String>,

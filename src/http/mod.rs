@@ -1,5 +1,7 @@
 //! HTTP middleware. The stack, outermost first:
 //!
+//! 0. [`crate::telemetry::request::trace_requests`]: the request span (Request telemetry), which
+//!    also decides the request's trace id.
 //! 1. [`context::attach`]: trace id and `x-request-id` for every request.
 //! 2. [`render::render_errors`]: the one error renderer; everything below may return bare
 //!    error statuses and they still leave with the JSON body.
@@ -44,6 +46,7 @@ pub fn apply_stack(router: Router, config: &Config) -> Router {
         .layer(middleware::from_fn(reject_unknown_methods))
         .layer(middleware::from_fn(render::render_errors))
         .layer(middleware::from_fn(context::attach))
+        .layer(middleware::from_fn(crate::telemetry::request::trace_requests))
 }
 
 /// 501 for a method that is not one of HTTP's own (`PURGE`, `BREW`): the service does not

@@ -61,10 +61,12 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
 }
 
 /// Server errors are logged with their hidden detail under the trace id the client was given;
-/// client errors are routine and logged quietly.
+/// client errors are routine and logged quietly. A 500's detail is also Exception telemetry on
+/// the request (this runs inside the request span).
 fn report(error: &ApiError, trace_id: &str, method: &axum::http::Method, path: &str) {
     let status = error.status().as_u16();
     if error.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+        crate::telemetry::record_exception(error.internal_detail().unwrap_or(error.message()));
         tracing::error!(
             trace_id,
             status,
