@@ -94,7 +94,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let caller = Auth::from_ref(state).authenticate(&parts.headers).await?;
+        let caller = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(outcome)) => outcome.clone()?,
+            None => Auth::from_ref(state).authenticate(&parts.headers).await?,
+        };
         crate::telemetry::record_caller(&caller.owner);
         Ok(caller)
     }
@@ -104,6 +107,28 @@ impl FromRef<crate::app::AppState> for Auth {
     fn from_ref(state: &crate::app::AppState) -> Self {
         state.auth.clone()
     }
+}
+
+/// The outcome of authenticating a request, computed once by [`identify`].
+#[derive(Clone)]
+struct Authenticated(Result<Caller, AuthError>);
+
+/// Middleware: authenticates a request that carries credentials, before its body is read and
+/// before rate limiting (which keys on the caller). The outcome is kept for the [`Caller`]
+/// extractor; this layer rejects nothing, so anonymous routes stay anonymous.
+pub async fn identify(
+    axum::extract::State(auth): axum::extract::State<Auth>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let outcome = auth.authenticate(req.headers()).await;
+        if let Ok(caller) = &outcome {
+            req.extensions_mut().insert(caller.clone());
+        }
+        req.extensions_mut().insert(Authenticated(outcome));
+    }
+    next.run(req).await
 }
 
 /// Why a request was not authenticated.
