@@ -114,3 +114,86 @@ async fn oversized_headers_get_a_rendered_431() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_burst_over_the_limit_gets_429_and_recovers_after_retry_after() {
+    let mut config = test_config();
+    config.rate_limit_per_minute = 60;
+    let app = spawn_with(config).await;
+    for expected_remaining in (0..60).rev() {
+        let response = app.get("/api/orders").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-limit"), "60");
+        assert_eq!(
+            header(&response, "ratelimit-remaining"),
+            expected_remaining.to_string()
+        );
+        assert!(header(&response, "ratelimit-reset").parse::<u64>().unwrap() <= 60);
+    }
+    let limited = app.get("/api/orders").send().await.unwrap();
+    let retry_after: u64 = header(&limited, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(header(&limited, "ratelimit-remaining"), "0");
+    assert_error(limited, 429, "TooManyRequests").await;
+
+    // Other callers have their own buckets; health is never limited.
+    assert_eq!(
+        app.as_user("bob", "GET", "/api/orders")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.anonymous("GET", "/api/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(app.get("/api/orders").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn anonymous_callers_are_limited_by_the_forwarded_client_address() {
+    let mut config = test_config();
+    config.rate_limit_per_minute = 2;
+    let app = spawn_with(config).await;
+    let from = |client: &str| {
+        app.anonymous("GET", "/api/orders")
+            .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+            .send()
+    };
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 401);
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 401);
+    assert_error(from("203.0.113.1").await.unwrap(), 429, "TooManyRequests").await;
+    // Another client address (the right-most entry counts, not what the client wrote first).
+    assert_eq!(from("203.0.113.2").await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn ten_thousand_distinct_callers_do_not_grow_memory_without_bound() {
+    let mut config = test_config();
+    config.rate_limit_max_callers = 1_000;
+    let app = spawn_with(config).await;
+    let client = &app.client;
+    let url = app.url("/api/orders");
+    let statuses = futures_util::future::join_all((0..10_000u32).map(|i| {
+        let forwarded = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        let request = client.get(&url).header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "only 401/429"
+    );
+    let tracked = app.state.rate_limits.tracked_callers();
+    assert!(tracked <= 1_000, "tracked callers: {tracked}");
+    // Still serving.
+    assert_eq!(app.get("/api/orders").send().await.unwrap().status(), 200);
+}

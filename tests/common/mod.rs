@@ -39,11 +39,7 @@ pub async fn spawn() -> TestApp {
 
 pub async fn spawn_with(config: Config) -> TestApp {
     let store = Arc::new(MemoryStore::new());
-    let state = AppState {
-        auth: orders_api::auth::Auth::new(&config.auth),
-        config: Arc::new(config.clone()),
-        store: store.clone(),
-    };
+    let state = AppState::new(config, store.clone());
     spawn_state(state, store).await
 }
 
