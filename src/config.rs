@@ -87,7 +87,7 @@ impl Config {
             None => IpAddr::from([127, 0, 0, 1]),
         };
         let in_azure = get("WEBSITE_INSTANCE_ID").is_some();
-        let telemetry = crate::telemetry::TelemetryConfig::from_lookup(&get)?;
+        let telemetry = crate::telemetry::TelemetryConfig::from_lookup(get)?;
 
         let request_timeout_ms = parse_number(&get, "ORDERS_REQUEST_TIMEOUT_MS", 25_000, 1)?;
         if request_timeout_ms >= FRONT_END_TIMEOUT_MS {

@@ -183,7 +183,7 @@ fn exception_attributes(detail: &str) -> Vec<KeyValue> {
 mod tests {
     use super::*;
 
-    fn get<'a>(attributes: &'a [KeyValue], key: &str) -> String {
+    fn get(attributes: &[KeyValue], key: &str) -> String {
         attributes
             .iter()
             .find(|kv| kv.key.as_str() == key)

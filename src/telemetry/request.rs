@@ -135,12 +135,12 @@ fn first_value(value: &str) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// A header value that is short printable ASCII, so nothing odd reaches telemetry.
+/// A header value that is short printable ASCII (spaces allowed, as in lists), so nothing odd
+/// reaches telemetry.
 fn printable<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    })
 }
 
 /// Values of parameters whose names suggest a credential are replaced; names stay.
