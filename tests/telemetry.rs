@@ -666,6 +666,8 @@ async fn an_unreachable_endpoint_leaves_every_response_unchanged() {
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         unreachable.as_str(),
     ));
+    // Shutdown gives up on the undeliverable telemetry when the grace period ends.
+    with_telemetry.push(("ORDERS_SHUTDOWN_GRACE_MS", "1000"));
     let mut exporting = Handler::start(&with_telemetry);
     let token = dev_token("alice");
     let client = client();
@@ -758,6 +760,15 @@ async fn no_token_key_secret_or_body_reaches_the_payloads() {
         "items": [{"sku": body_marker, "quantity": 1, "unitPrice": "1.00"}],
         "currency": "EUR"
     });
+    // A token whose signature does not verify: rejected, and not logged either.
+    let tampered = format!("{token}x");
+    let rejected = client
+        .get(format!("{base}/api/orders"))
+        .bearer_auth(&tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 401);
     let sends = [
         client
             .post(format!("{base}/api/orders?code={query_key}"))
@@ -789,7 +800,7 @@ async fn no_token_key_secret_or_body_reaches_the_payloads() {
         .iter()
         .filter(|e| kind(e) == "RequestData")
         .count();
-    assert!(requests >= 6, "every request was exported: {envelopes:?}");
+    assert!(requests >= 7, "every request was exported: {envelopes:?}");
     // The query stays, with the key's value replaced.
     assert!(
         envelopes.iter().any(|e| data(e)["url"]
@@ -803,6 +814,7 @@ async fn no_token_key_secret_or_body_reaches_the_payloads() {
     let signature = token.rsplit('.').next().unwrap_or_default().to_owned();
     for secret in [
         token.as_str(),
+        tampered.as_str(),
         signature.as_str(),
         function_key,
         query_key,
