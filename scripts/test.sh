@@ -12,5 +12,8 @@ echo "== Azurite (storage emulator for the Azure-backed tests)"
 eval "$(scripts/azurite.sh start)"
 trap 'scripts/azurite.sh stop' EXIT
 
+echo "== conformance (schemathesis against the live OpenAPI document)"
+scripts/conformance.sh 25
+
 echo "== tests"
 cargo test --all-targets

@@ -143,19 +143,22 @@ pub struct UnitPrice(Decimal);
 impl UnitPrice {
     pub const MAX_SCALE: u32 = 4;
 
+    /// `0` or a whole number without leading zeros of at most 9 digits, then optionally `.` and
+    /// 1 to 4 digits: at most 999999999.9999. The OpenAPI pattern says the same.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let shape_ok = !value.is_empty()
-            && value.len() <= 24
-            && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && value.bytes().filter(|&b| b == b'.').count() <= 1
-            && !value.starts_with('.')
-            && !value.ends_with('.');
-        let amount = shape_ok
+        let (whole, fraction) = match value.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (value, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let whole_ok =
+            digits(whole) && whole.len() <= 9 && (whole == "0" || !whole.starts_with('0'));
+        let fraction_ok = fraction.is_none_or(|f| digits(f) && f.len() <= Self::MAX_SCALE as usize);
+        let amount = (whole_ok && fraction_ok)
             .then(|| Decimal::from_str(value).ok())
-            .flatten()
-            .filter(|d| d.scale() <= Self::MAX_SCALE && *d <= Decimal::from(1_000_000_000u64));
+            .flatten();
         amount.map(Self).ok_or_else(|| {
-            "must be a decimal string such as \"9.99\": non-negative, at most 4 decimal places, at most 1000000000".to_owned()
+            "must be a decimal string such as \"9.99\": up to 9 digits without leading zeros, then up to 4 decimal places".to_owned()
         })
     }
 
@@ -221,7 +224,21 @@ mod tests {
     fn unit_prices_are_exact() {
         assert_eq!(String::from(UnitPrice::parse("9.99").unwrap()), "9.99");
         assert_eq!(String::from(UnitPrice::parse("0").unwrap()), "0");
-        for bad in ["-1", "1e3", "9.99999", ".5", "5.", "1.2.3", "NaN", "", "1000000001"] {
+        assert!(UnitPrice::parse("999999999.9999").is_ok());
+        for bad in [
+            "-1",
+            "1e3",
+            "9.99999",
+            ".5",
+            "5.",
+            "1.2.3",
+            "NaN",
+            "",
+            "1000000000",
+            "007",
+            "+1",
+            " 1",
+        ] {
             assert!(UnitPrice::parse(bad).is_err(), "{bad}");
         }
     }

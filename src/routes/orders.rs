@@ -54,12 +54,18 @@ pub enum StatusName {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ItemRequest {
     /// 1 to 64 of `A-Z a-z 0-9 - _`.
-    #[schema(example = "A-1", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    #[schema(
+        example = "A-1",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-]{1,64}$"
+    )]
     pub sku: String,
     #[schema(example = 2, minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "whole_number")]
     pub quantity: i64,
     /// Decimal string, at most 4 decimal places.
-    #[schema(example = "9.99", pattern = "^[0-9]+(\\.[0-9]{1,4})?$")]
+    #[schema(example = "9.99", pattern = "^(0|[1-9][0-9]{0,8})(\\.[0-9]{1,4})?$")]
     pub unit_price: String,
 }
 
@@ -75,13 +81,13 @@ pub struct CreateOrderRequest {
 
 /// A JSON merge patch (RFC 7396) of an order: any of these members; `null` is not allowed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderPatch {
-    #[schema(value_type = Option<StatusName>)]
+    #[schema(value_type = StatusName, required = false)]
     pub status: Option<OrderStatus>,
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(value_type = Vec<ItemRequest>, required = false, min_items = 1, max_items = 100)]
     pub items: Option<Vec<ItemRequest>>,
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(value_type = String, required = false, pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
 }
 
@@ -159,6 +165,7 @@ pub struct ListParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub top: Option<String>,
     /// From a previous page's `nextLink`.
+    #[param(min_length = 1)]
     pub continuation_token: Option<String>,
 }
 
@@ -218,7 +225,10 @@ pub async fn list_orders(
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,
             _ => {
-                problems.push(FieldError::new("top", "must be a whole number from 1 to 100"));
+                problems.push(FieldError::new(
+                    "top",
+                    "must be a whole number from 1 to 100",
+                ));
                 50
             }
         },
@@ -269,7 +279,8 @@ pub async fn list_orders(
     tag = "orders",
     request_body(content = CreateOrderRequest, content_type = "application/json"),
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the first response for 24 hours."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the first response for 24 hours.",
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     responses(
         (status = 201, description = "Created.", body = OrderResource,
@@ -333,7 +344,10 @@ pub async fn create_order(
             Ok(order_response(status, &response.order))
         }
         Claim::Claimed => {
-            let created = match store.insert(&Order::create(&caller.owner, new_order, now)).await {
+            let created = match store
+                .insert(&Order::create(&caller.owner, new_order, now))
+                .await
+            {
                 Ok(order) => order,
                 Err(error) => {
                     // Free the key so the client's retry can run; the order was not stored.
@@ -502,7 +516,11 @@ pub async fn delete_order(
         IfMatch::Matches => Some(current.etag.as_str()),
         IfMatch::Absent => None,
     };
-    match state.store.delete(&caller.owner, &current.id, if_match).await {
+    match state
+        .store
+        .delete(&caller.owner, &current.id, if_match)
+        .await
+    {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::EtagMismatch) => Err(ApiError::precondition_failed()),
         Err(StoreError::NotFound) => Err(order_not_found(&id)),
@@ -531,7 +549,9 @@ async fn redirect_legacy(method: Method, uri: Uri) -> Response {
         None => path,
     };
     if method == Method::GET || method == Method::HEAD {
-        Redirect::permanent(&target).into_response().map_status(StatusCode::MOVED_PERMANENTLY)
+        Redirect::permanent(&target)
+            .into_response()
+            .map_status(StatusCode::MOVED_PERMANENTLY)
     } else {
         Redirect::permanent(&target).into_response()
     }
@@ -589,15 +609,31 @@ pub fn store_failure(error: StoreError) -> ApiError {
         StoreError::Unavailable(_) => {
             ApiError::unavailable("Storage is unavailable.", 5).with_internal(error)
         }
-        StoreError::Timeout(_) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Storage did not answer in time.")
-                .with_internal(error)
-        }
+        StoreError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Storage did not answer in time.",
+        )
+        .with_internal(error),
         StoreError::BadResponse(_) => {
             ApiError::new(StatusCode::BAD_GATEWAY, "Storage answered unexpectedly.")
                 .with_internal(error)
         }
         other => ApiError::internal(other),
+    }
+}
+
+/// JSON Schema's `integer` is any number without a fractional part, so `2.0` is a valid
+/// quantity; serde's `i64` alone would refuse it.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid value: {number}, expected a whole number"
+        ))),
     }
 }
 
@@ -623,7 +659,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(key.to_owned()))
         }
         _ => Err(ApiError::validation(vec![FieldError::new(
@@ -683,8 +721,7 @@ fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiError> {
                 None => problems.push(FieldError::new("currency", "must be a string")),
             },
             "items" => {
-                let parsed: Result<Vec<ItemRequest>, _> =
-                    serde_path_to_error::deserialize(value);
+                let parsed: Result<Vec<ItemRequest>, _> = serde_path_to_error::deserialize(value);
                 match parsed {
                     Ok(items) => {
                         let inputs: Vec<ItemInput<'_>> = items.iter().map(item_input).collect();
@@ -701,7 +738,17 @@ fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiError> {
                     Err(error) => {
                         let path = error.path().to_string();
                         problems.push(FieldError::new(
-                            format!("items{}", if path == "." { String::new() } else { format!("{}{path}", if path.starts_with('[') { "" } else { "." }) }),
+                            format!(
+                                "items{}",
+                                if path == "." {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        "{}{path}",
+                                        if path.starts_with('[') { "" } else { "." }
+                                    )
+                                }
+                            ),
                             error.into_inner().to_string(),
                         ));
                     }
@@ -710,7 +757,10 @@ fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiError> {
             "id" | "total" | "createdAt" | "updatedAt" => {
                 problems.push(FieldError::new(name.as_str(), "is read-only"));
             }
-            _ => problems.push(FieldError::new(name.as_str(), "is not a member of an order")),
+            _ => problems.push(FieldError::new(
+                name.as_str(),
+                "is not a member of an order",
+            )),
         }
     }
     if problems.is_empty() {
