@@ -22,6 +22,8 @@ pub struct AppState {
     pub store: Arc<dyn OrderStore>,
     /// Checks bearer tokens (see [`crate::auth`]).
     pub auth: crate::auth::Auth,
+    /// Export jobs: their store, files and queue.
+    pub exports: crate::exports::Exports,
 }
 
 impl AppState {
@@ -31,7 +33,22 @@ impl AppState {
             auth: crate::auth::Auth::new(&config.auth),
             config: Arc::new(config),
             store: Arc::new(MemoryStore::new()),
+            exports: crate::exports::Exports::in_memory(),
         }
+    }
+
+    /// The state for `config` with the stores its settings select: Azure Storage when
+    /// `AzureWebJobsStorage` is set, else memory. Makes no network call.
+    pub fn from_config(config: Config) -> Result<Self, String> {
+        let (store, exports) = crate::store::settings::open(&config.storage)?;
+        let mut state = Self::in_memory(config);
+        state.store = store;
+        Ok(state.with_exports(exports))
+    }
+
+    pub fn with_exports(mut self, exports: crate::exports::Exports) -> Self {
+        self.exports = exports;
+        self
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How bearer tokens are checked (`ORDERS_AUTH_*`).
     pub auth: AuthSettings,
+    /// Where orders and exports live (`AzureWebJobsStorage`; unset = in memory).
+    pub storage: crate::store::settings::StorageSettings,
 }
 
 /// The Functions front end cuts HTTP responses at 230 s; our deadline must fire first so the
@@ -123,6 +125,7 @@ impl Config {
         }
 
         let auth = parse_auth(&get, in_azure)?;
+        let storage = crate::store::settings::StorageSettings::from_lookup(&get)?;
         let max_concurrency = parse_number(&get, "ORDERS_MAX_CONCURRENCY", 512, 1)?;
         let header_timeout_ms = parse_number(&get, "ORDERS_HEADER_TIMEOUT_MS", 10_000, 1)?;
 
@@ -142,6 +145,7 @@ impl Config {
             max_concurrency: usize::try_from(max_concurrency).unwrap_or(usize::MAX),
             header_timeout: Duration::from_millis(header_timeout_ms),
             auth,
+            storage,
         })
     }
 

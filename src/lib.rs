@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod exports;
 pub mod functions;
 pub mod http;
 pub mod openapi;

@@ -114,7 +114,10 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
     let grace = config.shutdown_grace;
     let serve_options = app::ServeOptions::from(&config);
     orders_api::auth::dev::announce(&config.auth);
-    let router = app::router(AppState::in_memory(config));
+    let state = AppState::from_config(config)?;
+    // Keeps processing export jobs for as long as the server runs.
+    let _poller = orders_api::exports::start_background(&state);
+    let router = app::router(state);
     tracing::info!(address = %local, "listening");
     let stop_requested = std::sync::Arc::new(std::sync::OnceLock::new());
     let shutdown = {

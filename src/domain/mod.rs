@@ -1,8 +1,11 @@
 //! The business of orders: what an order is, what makes one valid, and how its status may
 //! change. Nothing here knows about HTTP or storage.
 
+mod export;
 mod order;
 mod values;
+
+pub use export::{ExportFormat, ExportId, ExportJob, ExportStatus, render as render_export};
 
 pub use order::{
     ItemInput, LineItem, MAX_ITEMS, NewOrder, Order, OrderChange, OrderStatus, TransitionError,

@@ -2,3 +2,4 @@
 //! which keeps the function folders and the Router in agreement.
 
 pub mod check;
+pub mod invocation;

@@ -1,6 +1,7 @@
 //! Every route of the service, grouped by who calls it. The OpenAPI document is produced from
 //! the same chain, and the route catalog (for `handler functions check`) from both.
 
+pub mod exports;
 pub mod faults;
 pub mod orders;
 pub mod system;
@@ -21,13 +22,17 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::health))
         // Clients: the orders resource.
         .merge(orders::router())
+        // Clients: exports of their orders.
+        .merge(exports::router())
         .split_for_parts();
 
     let mut router = documented
         // The Functions host's readiness probe.
         .route("/", get(system::readiness))
         .route("/api/openapi.json", get(crate::openapi::serve))
-        .merge(orders::legacy_redirects());
+        .merge(orders::legacy_redirects())
+        // The memory-mode export file and the export worker's invocation.
+        .merge(exports::internal_routes());
     if config.fault_injection {
         router = router.merge(faults::router());
     }
@@ -94,6 +99,13 @@ pub fn catalog() -> Vec<RouteInfo> {
         routes.push(route(path, legacy_methods.clone(), Hosting::Functions, false));
     }
     routes.push(route(faults::PATH, get(), Hosting::Functions, false));
+    routes.push(route(exports::FILE_PATH, get(), Hosting::StandaloneOnly, false));
+    routes.push(route(
+        exports::WORKER_PATH,
+        vec!["POST".to_owned()],
+        Hosting::Invocation,
+        true,
+    ));
     routes
 }
 

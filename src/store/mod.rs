@@ -4,7 +4,10 @@
 //! opaque continuation tokens.
 
 pub mod azure;
+pub mod exports;
 pub mod memory;
+pub mod memory_exports;
+pub mod settings;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;

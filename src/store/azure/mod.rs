@@ -5,6 +5,7 @@
 pub mod blob;
 pub mod client;
 pub mod connection;
+pub mod exports;
 pub mod identity;
 pub mod orders;
 pub mod queue;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 pub use client::{StorageClient, Timing};
 pub use connection::{Credential, StorageAccount};
+pub use exports::{StorageJobQueue, TableExportStore};
 pub use orders::TableOrderStore;
 
 /// Names of the tables, queue and container this service uses in the account.

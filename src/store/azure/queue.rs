@@ -12,18 +12,7 @@ use reqwest::{Method, StatusCode};
 use super::client::{Call, Reply, Service, StorageClient};
 use super::xml;
 use crate::store::StoreError;
-
-/// A message as received: its text is already Base64-decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedMessage {
-    pub id: String,
-    pub pop_receipt: String,
-    pub dequeue_count: u32,
-    pub text: String,
-    pub insertion_time: String,
-    pub expiration_time: String,
-    pub next_visible_time: String,
-}
+use crate::store::exports::QueuedMessage as ReceivedMessage;
 
 pub struct Queue {
     client: Arc<StorageClient>,

@@ -1,0 +1,459 @@
+//! `/api/exports`: asynchronous exports of the caller's orders (202 + status monitor + 302 to
+//! the file), and `POST /export-worker`, the Functions host's invocation of the queue-triggered
+//! worker.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::orders::{StatusName, store_failure};
+use crate::app::AppState;
+use crate::auth::{Caller, Scope};
+use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
+use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::exports::{Outcome, WorkerError};
+use crate::functions::invocation::{InvocationRequest, InvocationResponse};
+use crate::http::json::ApiJson;
+use crate::http::render;
+use crate::store::StoreError;
+use crate::store::exports::{ExportMessage, FileLocation};
+
+/// Seconds a client should wait before asking about an unfinished export again.
+const POLL_AFTER_SECS: u64 = 2;
+
+/// The handler-served file route (memory mode), not forwarded by any function.
+pub const FILE_PATH: &str = "/api/exports/{id}/file";
+/// The worker's invocation route: `POST /<function name>`.
+pub const WORKER_PATH: &str = "/export-worker";
+/// The trigger binding's name in `export-worker/function.json`.
+pub const WORKER_BINDING: &str = "job";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_export))
+        .routes(routes!(get_export))
+        .routes(routes!(download_export))
+}
+
+/// Routes outside the OpenAPI document: the memory-mode file and the worker invocation.
+pub fn internal_routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route(FILE_PATH, axum::routing::get(read_export_file))
+        .route(WORKER_PATH, axum::routing::post(export_worker))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Representations
+
+/// The state of an export, as documented.
+#[derive(ToSchema)]
+#[schema(as = ExportStatus)]
+#[allow(dead_code)]
+pub enum ExportStatusName {
+    NotStarted,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A file format, as documented.
+#[derive(ToSchema)]
+#[schema(as = ExportFormat)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormatName {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateExportRequest {
+    /// `ndjson` (one order per line) or `csv` (one line item per row).
+    #[schema(value_type = ExportFormatName)]
+    pub format: String,
+    /// Only orders in this status.
+    #[schema(value_type = Option<StatusName>)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportResource {
+    #[schema(example = "x_0190f3a1b2c37d4e8f9a0b1c2d3e4f50")]
+    pub id: String,
+    #[schema(value_type = ExportStatusName)]
+    pub status: &'static str,
+    #[schema(value_type = ExportFormatName)]
+    pub format: &'static str,
+    /// The order status filter, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<StatusName>, nullable = false)]
+    pub order_status: Option<&'static str>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When the export succeeded or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, nullable = false)]
+    pub completed_at: Option<String>,
+    /// Orders in the file, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub order_count: Option<usize>,
+}
+
+impl From<&ExportJob> for ExportResource {
+    fn from(job: &ExportJob) -> Self {
+        let timestamp = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        Self {
+            id: job.id.to_string(),
+            status: job.status.as_str(),
+            format: job.format.as_str(),
+            order_status: job.order_status.map(OrderStatus::as_str),
+            created_at: timestamp(job.created_at),
+            completed_at: job.completed_at.map(timestamp),
+            order_count: job.order_count,
+        }
+    }
+}
+
+fn job_response(status: StatusCode, job: &ExportJob) -> Response {
+    let mut response = (status, Json(ExportResource::from(job))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !job.status.is_finished() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECS));
+    }
+    if status == StatusCode::ACCEPTED
+        && let Ok(location) = HeaderValue::from_str(&format!("/api/exports/{}", job.id))
+    {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Start an export of the caller's orders. Follow `Location` to see when it is done.
+#[utoipa::path(
+    post,
+    path = "/api/exports",
+    operation_id = "createExport",
+    tag = "exports",
+    request_body(content = CreateExportRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the export runs in the background.", body = ExportResource,
+            headers(("Location" = String, description = "The export's status monitor."),
+                    ("Retry-After" = u64, description = "Seconds to wait before polling."))),
+        (status = 400, description = "Malformed or invalid body.", body = ErrorBody),
+        (status = 401, description = "No valid bearer token.", body = ErrorBody),
+        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
+        (status = 408, description = "The body arrived too slowly.", body = ErrorBody),
+        (status = 413, description = "The body is too large.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+        (status = 429, description = "Too many requests.", body = ErrorBody),
+        (status = 500, description = "Unexpected error.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+    )
+)]
+pub async fn create_export(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateExportRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let mut problems = Vec::new();
+    let format = ExportFormat::parse(&request.format).or_else(|| {
+        problems.push(FieldError::new("format", "must be ndjson or csv"));
+        None
+    });
+    let order_status = match request.status.as_deref() {
+        None => None,
+        Some(text) => OrderStatus::parse(text).or_else(|| {
+            problems.push(FieldError::new(
+                "status",
+                "must be one of pending, paid, shipped, delivered, cancelled",
+            ));
+            None
+        }),
+    };
+    let Some(format) = format.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::validation(problems));
+    };
+
+    let job = ExportJob::create(
+        &caller.owner,
+        format,
+        order_status,
+        OffsetDateTime::now_utc(),
+    );
+    let exports = &state.exports;
+    let job = exports.jobs.insert_job(&job).await.map_err(store_failure)?;
+    let message = ExportMessage {
+        owner: job.owner.clone(),
+        id: job.id.clone(),
+    };
+    if let Err(error) = exports.queue.send(&message.to_text()).await {
+        // Without its message the job would never run: record that it failed (best effort)
+        // and tell the client, who never learns its id.
+        let failed = job.failed(OffsetDateTime::now_utc());
+        if let Err(mark) = exports.jobs.replace_job(&failed, &job.etag).await {
+            tracing::warn!(error = %mark, "could not mark an unqueued export as failed");
+        }
+        return Err(store_failure(error));
+    }
+    Ok(job_response(StatusCode::ACCEPTED, &job))
+}
+
+/// An export's status.
+#[utoipa::path(
+    get,
+    path = "/api/exports/{id}",
+    operation_id = "getExport",
+    tag = "exports",
+    params(("id" = String, Path, description = "Export id.")),
+    responses(
+        (status = 200, description = "The export.", body = ExportResource,
+            headers(("Retry-After" = u64, description = "While unfinished: seconds to wait before polling again."))),
+        (status = 401, description = "No valid bearer token.", body = ErrorBody),
+        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
+        (status = 404, description = "No such export for this caller.", body = ErrorBody),
+        (status = 429, description = "Too many requests.", body = ErrorBody),
+        (status = 500, description = "Unexpected error.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+    )
+)]
+pub async fn get_export(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let job = load(&state, &caller, &id).await?;
+    Ok(job_response(StatusCode::OK, &job))
+}
+
+/// Where a finished export's file is now: a redirect to a short-lived link.
+#[utoipa::path(
+    get,
+    path = "/api/exports/{id}/download",
+    operation_id = "downloadExport",
+    tag = "exports",
+    params(("id" = String, Path, description = "Export id.")),
+    responses(
+        (status = 302, description = "The file is at `Location` (a short-lived, read-only link).",
+            headers(("Location" = String, description = "Where to read the file."))),
+        (status = 401, description = "No valid bearer token.", body = ErrorBody),
+        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
+        (status = 404, description = "No such export for this caller.", body = ErrorBody),
+        (status = 409, description = "The export has not succeeded (yet).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "While it runs: seconds to wait."))),
+        (status = 429, description = "Too many requests.", body = ErrorBody),
+        (status = 500, description = "Unexpected error.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+    )
+)]
+pub async fn download_export(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let job = load(&state, &caller, &id).await?;
+    match job.status {
+        ExportStatus::Succeeded => {}
+        ExportStatus::Failed => {
+            return Err(ApiError::conflict(
+                "The export failed and has no file; start a new export.",
+            ));
+        }
+        ExportStatus::NotStarted | ExportStatus::Running => {
+            return Err(ApiError::conflict("The export has not finished yet.")
+                .with_retry_after(POLL_AFTER_SECS));
+        }
+    }
+    let location = match state
+        .exports
+        .jobs
+        .file_location(&job)
+        .await
+        .map_err(store_failure)?
+    {
+        FileLocation::Url(url) => url,
+        FileLocation::Handler => format!("/api/exports/{}/file", job.id),
+    };
+    let location = HeaderValue::from_str(&location)
+        .map_err(|e| ApiError::internal(format!("file location is not a header value: {e}")))?;
+    let mut response = StatusCode::FOUND.into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The file itself, when the handler holds it (in-memory store).
+async fn read_export_file(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let job = load(&state, &caller, &id).await?;
+    let content = match job.status {
+        ExportStatus::Succeeded => state
+            .exports
+            .jobs
+            .read_file(&job)
+            .await
+            .map_err(store_failure)?,
+        _ => None,
+    };
+    let Some(content) = content else {
+        return Err(ApiError::not_found(format!(
+            "Export '{}' has no file here.",
+            job.id
+        )));
+    };
+    let mut response = Response::new(Body::from(content));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(job.format.media_type()),
+    );
+    if let Ok(disposition) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", job.file_name()))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    Ok(response)
+}
+
+/// `POST /export-worker`: the host's invocation for one queue message. 200 when the message is
+/// done with (processed, already processed, or failed for good on its last attempt); 500 to
+/// have the host deliver it again.
+async fn export_worker(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let reply = InvocationResponse::default();
+    let payload: InvocationRequest = match serde_json::from_slice(&body) {
+        Ok(payload) => payload,
+        Err(error) => {
+            return invocation_reply(
+                StatusCode::BAD_REQUEST,
+                reply.log(format!("export-worker: not an invocation payload: {error}")),
+            );
+        }
+    };
+    let dequeue_count = payload
+        .metadata_number("DequeueCount")
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1);
+    let message = match payload
+        .trigger(WORKER_BINDING)
+        .cloned()
+        .ok_or_else(|| WorkerError::BadMessage("no trigger data".to_owned()))
+        .and_then(ExportMessage::from_value)
+    {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(%error, "export-worker: unreadable message");
+            return invocation_reply(
+                StatusCode::BAD_REQUEST,
+                reply.log(format!("export-worker: {error}")),
+            );
+        }
+    };
+    match crate::exports::process(
+        state.store.as_ref(),
+        state.exports.jobs.as_ref(),
+        &message,
+        dequeue_count,
+    )
+    .await
+    {
+        Ok(outcome) => {
+            let line = match outcome {
+                Outcome::Succeeded { orders } => {
+                    format!("export {} succeeded with {orders} orders", message.id)
+                }
+                Outcome::AlreadyFinished(status) => {
+                    format!(
+                        "export {} had already finished ({})",
+                        message.id,
+                        status.as_str()
+                    )
+                }
+                Outcome::Missing => format!("export {} does not exist; nothing to do", message.id),
+                Outcome::Failed => format!(
+                    "export {} failed on attempt {dequeue_count} and is marked failed",
+                    message.id
+                ),
+            };
+            invocation_reply(StatusCode::OK, reply.log(line))
+        }
+        Err(error) => {
+            tracing::warn!(job = %message.id, %error, dequeue_count, "export attempt failed; the host will retry");
+            let status = match &error {
+                WorkerError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            invocation_reply(
+                status,
+                reply.log(format!(
+                    "export {} attempt {dequeue_count} failed; it will be retried",
+                    message.id
+                )),
+            )
+        }
+    }
+}
+
+/// The invocation reply keeps its own shape on failure too: the host reads `Logs` from it.
+fn invocation_reply(status: StatusCode, reply: InvocationResponse) -> Response {
+    let mut response = (status, Json(reply)).into_response();
+    if !status.is_success() {
+        response.extensions_mut().insert(render::OwnBody);
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// The caller's export, or 404 — also when it belongs to someone else.
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<ExportJob, ApiError> {
+    let not_found = || {
+        let shown: String = id.chars().take(64).collect();
+        ApiError::not_found(format!("Export '{shown}' was not found."))
+    };
+    let Some(export_id) = ExportId::parse(id) else {
+        return Err(not_found());
+    };
+    state
+        .exports
+        .jobs
+        .get_job(&caller.owner, &export_id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(not_found)
+}
