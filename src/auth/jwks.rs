@@ -448,8 +448,10 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError>
     }
 }
 
+/// No connection (refused, reset, DNS, or not made in time) is "unreachable"; a connection
+/// that then gave no answer in time is a timeout.
 fn transport_error(target: &str, error: reqwest::Error) -> FetchError {
-    let timeout = error.is_timeout();
+    let timeout = error.is_timeout() && !error.is_connect();
     let detail = format!("GET {target}: {}", error_chain(&error.without_url()));
     if timeout {
         FetchError::Timeout(detail)
