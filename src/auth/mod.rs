@@ -105,6 +105,43 @@ where
     }
 }
 
+/// A caller whose token grants `Orders.Read`. As an extractor it rejects (401/403) before any
+/// body is read, so a refused upload never gets `100 Continue`.
+#[derive(Debug, Clone)]
+pub struct Reader(pub Caller);
+
+/// A caller whose token grants `Orders.Write`; see [`Reader`].
+#[derive(Debug, Clone)]
+pub struct Writer(pub Caller);
+
+impl<S> FromRequestParts<S> for Reader
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Read)?;
+        Ok(Self(caller))
+    }
+}
+
+impl<S> FromRequestParts<S> for Writer
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Write)?;
+        Ok(Self(caller))
+    }
+}
+
 impl FromRef<crate::app::AppState> for Auth {
     fn from_ref(state: &crate::app::AppState) -> Self {
         state.auth.clone()

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Reader, Writer};
 use crate::domain::{
     self, ItemInput, NewOrder, Order, OrderChange, OrderId, OrderStatus, Violation,
 };
@@ -205,10 +205,9 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<OrderList>, ApiError> {
-    caller.require(Scope::Read)?;
     let mut problems = Vec::new();
     let status = match params.status.as_deref() {
         None => None,
@@ -301,11 +300,10 @@ pub async fn list_orders(
 )]
 pub async fn create_order(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateOrderRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Write)?;
     let items: Vec<ItemInput<'_>> = request.items.iter().map(item_input).collect();
     let new_order = NewOrder::parse(&items, &request.currency).map_err(validation_error)?;
     let key = idempotency_key(&headers)?;
@@ -396,11 +394,10 @@ pub async fn create_order(
 )]
 pub async fn get_order(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let order = load(&state, &caller, &id).await?;
     if conditional::if_none_match(&headers, &order.etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -447,12 +444,11 @@ pub async fn get_order(
 )]
 pub async fn update_order(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
     headers: HeaderMap,
     MergePatch(patch): MergePatch<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Write)?;
     let change = parse_patch(&patch)?;
     // Without If-Match the client asked for "whatever is there now": re-read and re-apply if
     // another writer got in between, rather than overwrite its change.
@@ -505,11 +501,10 @@ pub async fn update_order(
 )]
 pub async fn delete_order(
     State(state): State<AppState>,
-    caller: Caller,
+    Writer(caller): Writer,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Scope::Write)?;
     let current = load(&state, &caller, &id).await?;
     let if_match = match conditional::if_match(&headers, &current.etag) {
         IfMatch::Fails => return Err(ApiError::precondition_failed()),
