@@ -22,17 +22,26 @@ pub struct AppState {
     pub store: Arc<dyn OrderStore>,
     /// Checks bearer tokens (see [`crate::auth`]).
     pub auth: crate::auth::Auth,
+    /// Per-caller rate limits of this instance.
+    pub rate_limits: crate::http::rate_limit::CallerLimits,
+    /// Order changes, for WebSocket subscribers on this instance.
+    pub events: crate::events::OrderEvents,
     /// Export jobs: their store, files and queue.
     pub exports: crate::exports::Exports,
 }
 
 impl AppState {
-    /// The state for `config`, with the in-memory store.
-    pub fn in_memory(config: Config) -> Self {
+    /// The state for `config` over `store`.
+    pub fn new(config: Config, store: Arc<dyn OrderStore>) -> Self {
         Self {
             auth: crate::auth::Auth::new(&config.auth),
+            rate_limits: crate::http::rate_limit::CallerLimits::new(
+                config.rate_limit_per_minute,
+                config.rate_limit_max_callers,
+            ),
+            events: crate::events::OrderEvents::new(),
             config: Arc::new(config),
-            store: Arc::new(MemoryStore::new()),
+            store,
             exports: crate::exports::Exports::in_memory(),
         }
     }
@@ -41,14 +50,17 @@ impl AppState {
     /// `AzureWebJobsStorage` is set, else memory. Makes no network call.
     pub fn from_config(config: Config) -> Result<Self, String> {
         let (store, exports) = crate::store::settings::open(&config.storage)?;
-        let mut state = Self::in_memory(config);
-        state.store = store;
-        Ok(state.with_exports(exports))
+        Ok(Self::new(config, store).with_exports(exports))
     }
 
     pub fn with_exports(mut self, exports: crate::exports::Exports) -> Self {
         self.exports = exports;
         self
+    }
+
+    /// The state for `config`, with the in-memory store.
+    pub fn in_memory(config: Config) -> Self {
+        Self::new(config, Arc::new(MemoryStore::new()))
     }
 }
 
@@ -56,7 +68,9 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
     let (routes, _openapi) = crate::routes::split(&config);
-    crate::http::apply_stack(routes.with_state(state), &config)
+    let auth = state.auth.clone();
+    let limits = state.rate_limits.clone();
+    crate::http::apply_stack(routes.with_state(state), &config, auth, limits)
 }
 
 /// How the server treats connections.

@@ -53,6 +53,10 @@ pub struct Config {
     pub fault_injection: bool,
     /// In-flight requests beyond which new ones are shed with 503.
     pub max_concurrency: usize,
+    /// Requests per minute per caller (429 beyond).
+    pub rate_limit_per_minute: u32,
+    /// Callers tracked by the rate limiter at most (bounds its memory).
+    pub rate_limit_max_callers: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection.
     pub header_timeout: Duration,
     /// How bearer tokens are checked (`ORDERS_AUTH_*`).
@@ -127,6 +131,9 @@ impl Config {
         let auth = parse_auth(&get, in_azure)?;
         let storage = crate::store::settings::StorageSettings::from_lookup(&get)?;
         let max_concurrency = parse_number(&get, "ORDERS_MAX_CONCURRENCY", 512, 1)?;
+        let rate_limit_per_minute = parse_number(&get, "ORDERS_RATE_LIMIT_PER_MINUTE", 600, 1)?;
+        let rate_limit_max_callers =
+            parse_number(&get, "ORDERS_RATE_LIMIT_MAX_CALLERS", 100_000, 1)?;
         let header_timeout_ms = parse_number(&get, "ORDERS_HEADER_TIMEOUT_MS", 10_000, 1)?;
 
         Ok(Self {
@@ -137,12 +144,19 @@ impl Config {
             request_timeout: Duration::from_millis(request_timeout_ms),
             body_timeout: Duration::from_millis(body_timeout_ms),
             max_body_bytes: usize::try_from(max_body_bytes).map_err(|_| {
-                ConfigError::new("ORDERS_MAX_BODY_BYTES", "is larger than this platform allows")
+                ConfigError::new(
+                    "ORDERS_MAX_BODY_BYTES",
+                    "is larger than this platform allows",
+                )
             })?,
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),
             log_format,
             fault_injection,
             max_concurrency: usize::try_from(max_concurrency).unwrap_or(usize::MAX),
+            rate_limit_per_minute: u32::try_from(rate_limit_per_minute).map_err(|_| {
+                ConfigError::new("ORDERS_RATE_LIMIT_PER_MINUTE", "is larger than 4294967295")
+            })?,
+            rate_limit_max_callers: usize::try_from(rate_limit_max_callers).unwrap_or(usize::MAX),
             header_timeout: Duration::from_millis(header_timeout_ms),
             auth,
             storage,
@@ -172,9 +186,10 @@ fn parse_number(
     let Some(value) = get(setting) else {
         return Ok(default);
     };
-    let number: u64 = value.trim().parse().map_err(|_| {
-        ConfigError::new(setting, format!("'{value}' is not a whole number"))
-    })?;
+    let number: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(setting, format!("'{value}' is not a whole number")))?;
     if number < min {
         return Err(ConfigError::new(
             setting,
@@ -374,11 +389,19 @@ fn parse_auth(
             }
         }
     };
+    // 0 turns the cache off (every request verifies its token's signature), for measurement.
+    let verified_token_cache = usize::try_from(parse_number(
+        get,
+        "ORDERS_AUTH_VERIFIED_TOKEN_CACHE",
+        10_000,
+        0,
+    )?)
+    .unwrap_or(usize::MAX);
     Ok(AuthSettings {
         mode,
         algorithms,
         key_refresh: KeyRefresh::default(),
-        verified_token_cache: 10_000,
+        verified_token_cache,
     })
 }
 
@@ -479,10 +502,7 @@ mod tests {
             err.to_string(),
             "invalid setting ORDERS_MAX_BODY_BYTES: 'lots' is not a whole number"
         );
-        assert_eq!(
-            config(&[("PORT", "70000")]).unwrap_err().setting,
-            "PORT"
-        );
+        assert_eq!(config(&[("PORT", "70000")]).unwrap_err().setting, "PORT");
         assert_eq!(
             config(&[("ORDERS_REQUEST_TIMEOUT_MS", "230000")])
                 .unwrap_err()
@@ -497,7 +517,11 @@ mod tests {
 
     #[test]
     fn fault_injection_is_refused_in_azure() {
-        assert!(config(&[("ORDERS_FAULT_INJECTION", "true")]).unwrap().fault_injection);
+        assert!(
+            config(&[("ORDERS_FAULT_INJECTION", "true")])
+                .unwrap()
+                .fault_injection
+        );
         let err = config(&[
             ("ORDERS_FAULT_INJECTION", "true"),
             ("WEBSITE_INSTANCE_ID", "abc"),

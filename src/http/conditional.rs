@@ -7,7 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 pub fn etag_header(version: &str) -> HeaderValue {
     // infallible in practice: stores issue visible ASCII tokens. A token that is not would
     // never match anything, which fails safe.
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 /// Outcome of evaluating `If-Match` against the current version.
@@ -29,7 +30,11 @@ pub fn if_match(headers: &HeaderMap, current_version: &str) -> IfMatch {
             return IfMatch::Matches;
         }
     }
-    if present { IfMatch::Fails } else { IfMatch::Absent }
+    if present {
+        IfMatch::Fails
+    } else {
+        IfMatch::Absent
+    }
 }
 
 /// `If-None-Match` uses the weak comparison; true means "not modified".
@@ -74,17 +79,38 @@ mod tests {
     #[test]
     fn if_match_is_strong() {
         assert_eq!(if_match(&HeaderMap::new(), "v1"), IfMatch::Absent);
-        assert_eq!(if_match(&headers(header::IF_MATCH, "\"v1\""), "v1"), IfMatch::Matches);
-        assert_eq!(if_match(&headers(header::IF_MATCH, "\"v0\", \"v1\""), "v1"), IfMatch::Matches);
-        assert_eq!(if_match(&headers(header::IF_MATCH, "*"), "v1"), IfMatch::Matches);
-        assert_eq!(if_match(&headers(header::IF_MATCH, "W/\"v1\""), "v1"), IfMatch::Fails);
-        assert_eq!(if_match(&headers(header::IF_MATCH, "v1"), "v1"), IfMatch::Fails);
+        assert_eq!(
+            if_match(&headers(header::IF_MATCH, "\"v1\""), "v1"),
+            IfMatch::Matches
+        );
+        assert_eq!(
+            if_match(&headers(header::IF_MATCH, "\"v0\", \"v1\""), "v1"),
+            IfMatch::Matches
+        );
+        assert_eq!(
+            if_match(&headers(header::IF_MATCH, "*"), "v1"),
+            IfMatch::Matches
+        );
+        assert_eq!(
+            if_match(&headers(header::IF_MATCH, "W/\"v1\""), "v1"),
+            IfMatch::Fails
+        );
+        assert_eq!(
+            if_match(&headers(header::IF_MATCH, "v1"), "v1"),
+            IfMatch::Fails
+        );
     }
 
     #[test]
     fn if_none_match_is_weak() {
-        assert!(if_none_match(&headers(header::IF_NONE_MATCH, "W/\"v1\""), "v1"));
+        assert!(if_none_match(
+            &headers(header::IF_NONE_MATCH, "W/\"v1\""),
+            "v1"
+        ));
         assert!(if_none_match(&headers(header::IF_NONE_MATCH, "*"), "v1"));
-        assert!(!if_none_match(&headers(header::IF_NONE_MATCH, "\"v2\""), "v1"));
+        assert!(!if_none_match(
+            &headers(header::IF_NONE_MATCH, "\"v2\""),
+            "v1"
+        ));
     }
 }

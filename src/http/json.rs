@@ -108,8 +108,9 @@ pub async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
         Ok(Err(error)) if error.is::<LengthLimitError>() => {
             Err(ApiError::payload_too_large(policy.max_bytes))
         }
-        Ok(Err(error)) => Err(ApiError::bad_request("The request body could not be read.")
-            .with_internal(error)),
+        Ok(Err(error)) => {
+            Err(ApiError::bad_request("The request body could not be read.").with_internal(error))
+        }
     }
 }
 
@@ -123,9 +124,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
-    deserializer.end().map_err(|e| {
-        ApiError::bad_request(format!("The request body is not valid JSON: {e}."))
-    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}.")))?;
     Ok(value)
 }
 
@@ -134,14 +135,26 @@ fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError
     let path = error.path().to_string();
     let inner = error.into_inner();
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(format!(
-            "The request body is not valid JSON: {inner}."
-        )),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request(format!("The request body is not valid JSON: {inner}."))
+        }
         Category::Data => {
             let message = without_position(&inner.to_string());
             let field = missing_field(&message).map_or_else(
-                || if path == "." { "$".to_owned() } else { path.clone() },
-                |name| if path == "." { name.to_owned() } else { format!("{path}.{name}") },
+                || {
+                    if path == "." {
+                        "$".to_owned()
+                    } else {
+                        path.clone()
+                    }
+                },
+                |name| {
+                    if path == "." {
+                        name.to_owned()
+                    } else {
+                        format!("{path}.{name}")
+                    }
+                },
             );
             ApiError::validation(vec![FieldError::new(field, message)])
         }
@@ -157,10 +170,7 @@ fn without_position(message: &str) -> String {
 }
 
 fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")?
-        .split('`')
-        .next()
+    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 #[cfg(test)]
@@ -202,6 +212,10 @@ mod tests {
         let error = parse::<Body>(b"{\"items\": [").unwrap_err();
         assert_eq!(error.status().as_u16(), 400);
         assert!(error.details().is_empty());
-        assert!(error.message().starts_with("The request body is not valid JSON"));
+        assert!(
+            error
+                .message()
+                .starts_with("The request body is not valid JSON")
+        );
     }
 }

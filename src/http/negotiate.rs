@@ -22,14 +22,20 @@ pub fn quality(headers: &HeaderMap, media_type: &str) -> f32 {
         .flat_map(|v| v.split(','))
     {
         let mut params = range.split(';');
-        let Some((range_type, range_subtype)) = params.next().and_then(|m| m.trim().split_once('/'))
+        let Some((range_type, range_subtype)) =
+            params.next().and_then(|m| m.trim().split_once('/'))
         else {
             continue;
         };
         let specificity = match (range_type.trim(), range_subtype.trim()) {
             ("*", "*") => 1,
             (t, "*") if t.eq_ignore_ascii_case(wanted_type) => 2,
-            (t, s) if t.eq_ignore_ascii_case(wanted_type) && s.eq_ignore_ascii_case(wanted_subtype) => 3,
+            (t, s)
+                if t.eq_ignore_ascii_case(wanted_type)
+                    && s.eq_ignore_ascii_case(wanted_subtype) =>
+            {
+                3
+            }
             _ => continue,
         };
         let q = params
@@ -54,7 +60,10 @@ pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 pub fn prefers_problem_json(headers: &HeaderMap) -> bool {
     let problem = quality(headers, PROBLEM_JSON);
     problem > 0.0 && problem > quality(headers, JSON)
-        || problem > 0.0 && problem == quality(headers, JSON) && names_explicitly(headers, PROBLEM_JSON) && !names_explicitly(headers, JSON)
+        || problem > 0.0
+            && problem == quality(headers, JSON)
+            && names_explicitly(headers, PROBLEM_JSON)
+            && !names_explicitly(headers, JSON)
 }
 
 fn names_explicitly(headers: &HeaderMap, media_type: &str) -> bool {
@@ -101,9 +110,15 @@ mod tests {
     #[test]
     fn problem_json_when_preferred() {
         assert!(prefers_problem_json(&accept("application/problem+json")));
-        assert!(prefers_problem_json(&accept("application/problem+json, */*;q=0.5")));
-        assert!(prefers_problem_json(&accept("application/json;q=0.5, application/problem+json")));
-        assert!(!prefers_problem_json(&accept("application/json, application/problem+json;q=0.5")));
+        assert!(prefers_problem_json(&accept(
+            "application/problem+json, */*;q=0.5"
+        )));
+        assert!(prefers_problem_json(&accept(
+            "application/json;q=0.5, application/problem+json"
+        )));
+        assert!(!prefers_problem_json(&accept(
+            "application/json, application/problem+json;q=0.5"
+        )));
         assert!(!prefers_problem_json(&accept("*/*")));
         assert!(!prefers_problem_json(&accept("application/json")));
     }

@@ -44,7 +44,10 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
 
     let body = error.body(&trace_id);
     let (content_type, bytes) = if problem_json {
-        (negotiate::PROBLEM_JSON, to_json(&ProblemDetails::new(body, instance)))
+        (
+            negotiate::PROBLEM_JSON,
+            to_json(&ProblemDetails::new(body, instance)),
+        )
     } else {
         (negotiate::JSON, to_json(&body))
     };
@@ -92,7 +95,8 @@ fn report(error: &ApiError, trace_id: &str, method: &axum::http::Method, path: &
 fn to_json(value: &impl Serialize) -> Vec<u8> {
     // infallible in practice: these types hold only strings and numbers. The fallback keeps
     // the promise of a JSON body even so.
-    serde_json::to_vec(value).unwrap_or_else(|_| br#"{"status":500,"error":"InternalServerError"}"#.to_vec())
+    serde_json::to_vec(value)
+        .unwrap_or_else(|_| br#"{"status":500,"error":"InternalServerError"}"#.to_vec())
 }
 
 /// RFC 9457 problem details, with this service's `error`, `traceId` and `details` as extension

@@ -2,6 +2,7 @@
 //! the same chain, and the route catalog (for `handler functions check`) from both.
 
 pub mod exports;
+pub mod events;
 pub mod faults;
 pub mod orders;
 pub mod system;
@@ -31,6 +32,7 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .route("/", get(system::readiness))
         .route("/api/openapi.json", get(crate::openapi::serve))
         .merge(orders::legacy_redirects())
+        .merge(events::router())
         // The memory-mode export file and the export worker's invocation.
         .merge(exports::internal_routes());
     if config.fault_injection {
@@ -100,6 +102,7 @@ pub fn catalog() -> Vec<RouteInfo> {
     }
     routes.push(route(faults::PATH, get(), Hosting::Functions, false));
     routes.push(route(exports::FILE_PATH, get(), Hosting::StandaloneOnly, false));
+    routes.push(route(events::PATH, get(), Hosting::StandaloneOnly, false));
     routes.push(route(
         exports::WORKER_PATH,
         vec!["POST".to_owned()],

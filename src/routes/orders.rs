@@ -21,6 +21,7 @@ use crate::domain::{
     self, ItemInput, NewOrder, Order, OrderChange, OrderId, OrderStatus, Violation,
 };
 use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::events::ChangeKind;
 use crate::http::conditional::{self, IfMatch};
 use crate::http::json::{ApiJson, MergePatch};
 use crate::http::negotiate;
@@ -315,6 +316,7 @@ pub async fn create_order(
             .insert(&Order::create(&caller.owner, new_order, now))
             .await
             .map_err(store_failure)?;
+        state.events.publish(ChangeKind::Created, &order);
         return Ok(order_response(StatusCode::CREATED, &order));
     };
 
@@ -363,6 +365,7 @@ pub async fn create_order(
                 .complete_idempotency_key(&caller.owner, &key, &fingerprint, &stored, now)
                 .await
                 .map_err(store_failure)?;
+            state.events.publish(ChangeKind::Created, &stored.order);
             Ok(order_response(StatusCode::CREATED, &stored.order))
         }
     }
@@ -465,7 +468,10 @@ pub async fn update_order(
             return Ok(order_response(StatusCode::OK, &current));
         }
         match state.store.replace(&next, &current.etag).await {
-            Ok(updated) => return Ok(order_response(StatusCode::OK, &updated)),
+            Ok(updated) => {
+                state.events.publish(ChangeKind::Updated, &updated);
+                return Ok(order_response(StatusCode::OK, &updated));
+            }
             Err(StoreError::EtagMismatch) if condition == IfMatch::Absent => continue,
             Err(StoreError::EtagMismatch) => return Err(ApiError::precondition_failed()),
             Err(StoreError::NotFound) => return Err(order_not_found(&id)),
@@ -516,7 +522,10 @@ pub async fn delete_order(
         .delete(&caller.owner, &current.id, if_match)
         .await
     {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.events.publish(ChangeKind::Deleted, &current);
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(StoreError::EtagMismatch) => Err(ApiError::precondition_failed()),
         Err(StoreError::NotFound) => Err(order_not_found(&id)),
         Err(other) => Err(store_failure(other)),
