@@ -255,7 +255,8 @@ mod tests {
     #[test]
     fn ndjson_has_one_order_per_line() {
         let order = order();
-        let text = String::from_utf8(render(ExportFormat::Ndjson, std::slice::from_ref(&order))).unwrap();
+        let text =
+            String::from_utf8(render(ExportFormat::Ndjson, std::slice::from_ref(&order))).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1);
         let value: serde_json::Value = serde_json::from_str(lines[0]).unwrap();

@@ -288,10 +288,15 @@ impl Table {
                 Call::new(Service::Table, "QueryTables", Method::GET, url).header("accept", ACCEPT),
             )
             .await?;
-        if reply.status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(reply.unexpected("QueryTables"))
+        if reply.status != StatusCode::OK {
+            return Err(reply.unexpected("QueryTables"));
+        }
+        // Something that answers 200 is not necessarily the Table service.
+        match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(body) if body.get("value").is_some_and(Value::is_array) => Ok(()),
+            _ => Err(StoreError::BadResponse(
+                "QueryTables: not a table listing".to_owned(),
+            )),
         }
     }
 }

@@ -1,0 +1,333 @@
+//! The service on Azure Storage (Azurite): orders survive a restart of the handler, exports
+//! complete through the standalone poller, and storage failures map to 502/503/504 and heal
+//! without a restart. Without Azurite these tests fail; they never skip.
+
+mod azure_support;
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_support::Azurite;
+use common::{Handler, TestApp, assert_error, header, sample_order};
+use orders_api::app::AppState;
+use orders_api::config::Config;
+use orders_api::store::azure::{self, Names, StorageAccount, Timing};
+use orders_api::store::memory::MemoryStore;
+use serde_json::{Value, json};
+
+fn token(subject: &str) -> String {
+    let request =
+        orders_api::auth::dev::TokenRequest::new(subject, &["Orders.Read", "Orders.Write"]);
+    orders_api::auth::dev::issue_token(&Config::defaults().auth, &request).unwrap()
+}
+
+fn subject() -> String {
+    format!("user-{}", azure_support::unique_suffix())
+}
+
+/// The real binary on Azure storage, as a container host would run it (no Functions host).
+fn start_handler(connection_string: &str) -> Handler {
+    Handler::start(&[
+        ("AzureWebJobsStorage", connection_string),
+        ("ORDERS_STORAGE_TIMEOUT_MS", "5000"),
+    ])
+}
+
+#[tokio::test]
+async fn orders_survive_a_restart_of_the_handler() {
+    let storage = azure_support::connection_string();
+    let client = reqwest::Client::new();
+    let user = subject();
+    let first = start_handler(&storage);
+    let created = client
+        .post(format!("{}/api/orders", first.base()))
+        .bearer_auth(token(&user))
+        .json(&sample_order())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", first.stderr());
+    let etag = header(&created, "etag");
+    let location = header(&created, "location");
+    let body: Value = created.json().await.unwrap();
+    drop(first);
+
+    let second = start_handler(&storage);
+    let read = client
+        .get(format!("{}{location}", second.base()))
+        .bearer_auth(token(&user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "{}", second.stderr());
+    assert_eq!(
+        header(&read, "etag"),
+        etag,
+        "same version after the restart"
+    );
+    assert_eq!(read.json::<Value>().await.unwrap(), body);
+    // The stored ETag still guards updates made through the new process.
+    let stale = client
+        .patch(format!("{}{location}", second.base()))
+        .bearer_auth(token(&user))
+        .header("if-match", "\"stale\"")
+        .json(&json!({"status": "paid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let paid = client
+        .patch(format!("{}{location}", second.base()))
+        .bearer_auth(token(&user))
+        .header("if-match", &etag)
+        .json(&json!({"status": "paid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    assert_ne!(header(&paid, "etag"), etag);
+}
+
+#[tokio::test]
+async fn export_completes_through_the_standalone_poller() {
+    // An Azurite of its own: the binary uses the default queue name, and another test's handler
+    // polling the same queue could take the message and then be stopped.
+    let azurite = Azurite::start().await;
+    let handler = start_handler(&azurite.connection_string());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let user = subject();
+    let base = handler.base();
+    for _ in 0..2 {
+        let created = client
+            .post(format!("{base}/api/orders"))
+            .bearer_auth(token(&user))
+            .json(&sample_order())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let accepted = client
+        .post(format!("{base}/api/exports"))
+        .bearer_auth(token(&user))
+        .json(&json!({"format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202, "{}", handler.stderr());
+    let location = header(&accepted, "location");
+
+    let mut job = Value::Null;
+    for _ in 0..400 {
+        job = client
+            .get(format!("{base}{location}"))
+            .bearer_auth(token(&user))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "Succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["status"], "Succeeded", "{}", handler.stderr());
+    assert_eq!(job["orderCount"], 2);
+    let download = client
+        .get(format!("{base}{location}/download"))
+        .bearer_auth(token(&user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 302);
+    let file = reqwest::get(header(&download, "location")).await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(
+        file.text().await.unwrap().lines().count(),
+        3,
+        "header and two rows"
+    );
+}
+
+/// The service in process over `connection_string`, with `timing` for storage calls.
+async fn spawn_on(connection_string: &str, timing: Timing) -> TestApp {
+    let account = StorageAccount::from_connection_string(connection_string).unwrap();
+    let client = azure::connect(account, timing).unwrap();
+    let (orders, exports) =
+        orders_api::store::settings::open_azure(client, &azure_support::unique_names());
+    let state = AppState::new(common::test_config(), orders).with_exports(exports);
+    common::spawn_state(state, Arc::new(MemoryStore::new())).await
+}
+
+#[tokio::test]
+async fn storage_outage_gives_503_and_recovery_needs_no_restart() {
+    let mut azurite = Azurite::start().await;
+    let app = spawn_on(&azurite.connection_string(), azure_support::test_timing()).await;
+    let (id, etag, before) = app.create_order(&sample_order()).await;
+    let health = app.anonymous("GET", "/api/health").send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    azurite.stop().await;
+    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+    assert_eq!(header(&read, "retry-after"), "5");
+    assert_error(read, 503, "ServiceUnavailable").await;
+    // A write that storage did not take is never acknowledged.
+    let write = app
+        .post("/api/orders")
+        .json(&sample_order())
+        .send()
+        .await
+        .unwrap();
+    assert_error(write, 503, "ServiceUnavailable").await;
+    let export = app
+        .post("/api/exports")
+        .json(&json!({"format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(export, 503, "ServiceUnavailable").await;
+    let health = app.anonymous("GET", "/api/health").send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.headers().contains_key("retry-after"));
+    let report: Value = health.json().await.unwrap();
+    assert_eq!(report["checks"]["store"]["status"], "unhealthy");
+    assert_eq!(report["checks"]["store"]["reason"], "unreachable");
+
+    azurite.restart().await;
+    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(header(&read, "etag"), etag, "nothing lost, nothing changed");
+    assert_eq!(read.json::<Value>().await.unwrap(), before);
+    let (second, _, _) = app.create_order(&sample_order()).await;
+    let list: Value = app
+        .get("/api/orders")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![id.as_str(), second.as_str()],
+        "the refused write left nothing"
+    );
+    let health = app.anonymous("GET", "/api/health").send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// A fake storage endpoint: every request gets `answer` (raw HTTP), or no answer at all.
+async fn fake_storage(answer: Option<&'static str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            match answer {
+                Some(text) => {
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buffer = vec![0u8; 65536];
+                        // One request per connection is enough for these tests.
+                        let _ = socket.read(&mut buffer).await;
+                        let _ = socket.write_all(text.as_bytes()).await;
+                        let _ = socket.shutdown().await;
+                    });
+                }
+                // Accept, read nothing, answer nothing: a storage call that hangs.
+                None => held.push(socket),
+            }
+        }
+    });
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
+         TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;\
+         QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;\
+         BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;",
+        key = azure::connection::DEVELOPMENT_KEY
+    )
+}
+
+#[tokio::test]
+async fn storage_answering_nonsense_gives_502() {
+    let storage = fake_storage(Some(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\nConnection: close\r\n\r\n<html>?</html>",
+    ))
+    .await;
+    let app = spawn_on(&storage, azure_support::test_timing()).await;
+    let id = orders_api::domain::OrderId::generate();
+    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+    assert_error(read, 502, "BadGateway").await;
+    let list = app.get("/api/orders").send().await.unwrap();
+    assert_error(list, 502, "BadGateway").await;
+    let health = app.anonymous("GET", "/api/health").send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let report: Value = health.json().await.unwrap();
+    assert_eq!(report["checks"]["store"]["reason"], "invalid response");
+}
+
+#[tokio::test]
+async fn storage_past_its_deadline_gives_504() {
+    let storage = fake_storage(None).await;
+    let timing = Timing {
+        deadline: Duration::from_millis(300),
+        ..azure_support::test_timing()
+    };
+    let app = spawn_on(&storage, timing).await;
+    let id = orders_api::domain::OrderId::generate();
+    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+    assert_error(read, 504, "GatewayTimeout").await;
+    let write = app
+        .post("/api/orders")
+        .json(&sample_order())
+        .send()
+        .await
+        .unwrap();
+    assert_error(write, 504, "GatewayTimeout").await;
+}
+
+#[tokio::test]
+async fn storage_busy_answers_are_retried_then_give_503() {
+    let storage = fake_storage(Some(
+        "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ))
+    .await;
+    let app = spawn_on(&storage, azure_support::test_timing()).await;
+    let id = orders_api::domain::OrderId::generate();
+    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+    assert!(read.headers().contains_key("retry-after"));
+    assert_error(read, 503, "ServiceUnavailable").await;
+}
+
+#[test]
+fn names_default_to_the_function_folders_queue() {
+    let function: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/export-worker/function.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        function["bindings"][0]["queueName"],
+        Names::default().export_queue.as_str()
+    );
+    assert_eq!(function["bindings"][0]["name"], "job");
+    assert_eq!(function["bindings"][0]["connection"], "AzureWebJobsStorage");
+}
