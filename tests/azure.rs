@@ -331,3 +331,58 @@ fn names_default_to_the_function_folders_queue() {
     assert_eq!(function["bindings"][0]["name"], "job");
     assert_eq!(function["bindings"][0]["connection"], "AzureWebJobsStorage");
 }
+
+struct FixedToken;
+
+#[async_trait::async_trait]
+impl orders_api::store::azure::identity::TokenSource for FixedToken {
+    async fn token(&self) -> Result<String, orders_api::store::StoreError> {
+        Ok("token-from-the-identity".to_owned())
+    }
+}
+
+#[tokio::test]
+async fn identity_connections_send_bearer_tokens() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buffer = vec![0u8; 65536];
+        let n = socket.read(&mut buffer).await.unwrap();
+        let _ = seen_tx.send(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        let body = "{\"value\":[]}";
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(reply.as_bytes()).await;
+    });
+    let uri = format!("http://127.0.0.1:{port}/");
+    let account = StorageAccount::from_identity_settings(
+        Some("ordersprod"),
+        Some(&uri),
+        Some(&uri),
+        Some(&uri),
+        None,
+    )
+    .unwrap();
+    let client = Arc::new(
+        azure::StorageClient::new(
+            account,
+            Some(Arc::new(FixedToken)),
+            azure_support::test_timing(),
+        )
+        .unwrap(),
+    );
+    let store = azure::TableOrderStore::new(client, "orders");
+    use orders_api::store::OrderStore;
+    store.health().await.unwrap();
+    let request = seen_rx.await.unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer token-from-the-identity"),
+        "{request}"
+    );
+    assert!(request.contains("x-ms-version: "));
+}

@@ -58,9 +58,23 @@ impl Names {
 pub fn connect(account: StorageAccount, timing: Timing) -> Result<Arc<StorageClient>, String> {
     let tokens: Option<Arc<dyn identity::TokenSource>> = match &account.credential {
         Credential::SharedKey(_) => None,
-        Credential::ManagedIdentity { client_id } => Some(Arc::new(
-            identity::ManagedIdentity::from_env(client_id.clone())?,
-        )),
+        Credential::ManagedIdentity { client_id } => {
+            Some(Arc::new(identity::ManagedIdentity::new(client_id.clone())?))
+        }
     };
     StorageClient::new(account, tokens, timing).map(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_connections_start_without_a_network_call() {
+        let account =
+            StorageAccount::from_identity_settings(Some("ordersprod"), None, None, None, None)
+                .unwrap();
+        let client = connect(account, Timing::default()).unwrap();
+        assert!(client.account_key().is_none());
+    }
 }
