@@ -384,6 +384,43 @@ async fn requests_are_named_by_route_with_their_codes_and_success() {
 }
 
 #[tokio::test]
+async fn an_invocation_payload_call_is_a_request_with_its_invocation_id() {
+    let ingestion = Ingestion::start();
+    let handler = start_exporting(&ingestion, &[]);
+    // The Functions host invoking the queue-triggered worker, for a job that no longer exists.
+    let message = serde_json::json!({
+        "owner": "alice",
+        "id": orders_api::domain::ExportId::generate(),
+    })
+    .to_string();
+    let response = client()
+        .post(format!("{}/export-worker", handler.base()))
+        .header(
+            "x-azure-functions-invocationid",
+            "0d7c5a7e-1111-4222-8333-944444444444",
+        )
+        .json(&serde_json::json!({"Data": {"job": message}, "Metadata": {"DequeueCount": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let request = ingestion
+        .wait_for("request telemetry for the invocation", |e| {
+            request_for(e, "/export-worker")
+        })
+        .await;
+    let fields = data(&request);
+    assert_eq!(fields["name"], "POST /export-worker", "{request}");
+    assert_eq!(fields["responseCode"], "200", "{request}");
+    assert_eq!(fields["success"], true, "{request}");
+    assert_eq!(
+        fields["properties"]["InvocationId"], "0d7c5a7e-1111-4222-8333-944444444444",
+        "{request}"
+    );
+}
+
+#[tokio::test]
 async fn the_operation_id_is_the_traceparent_trace_id_and_the_error_body_trace_id() {
     let ingestion = Ingestion::start();
     let handler = start_exporting(&ingestion, &[]);
