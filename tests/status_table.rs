@@ -230,6 +230,127 @@ async fn exercise(app: &TestApp, code: u16) -> bool {
             let response = app.get("/api/faults/slow?ms=10000").send().await.unwrap();
             assert_error(response, 504, "GatewayTimeout").await;
         }
+        100 => {
+            let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+            let body = sample_order().to_string();
+            let head = format!(
+                "POST /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+                app.token("alice"),
+                body.len()
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let mut interim = [0u8; 25];
+            socket.read_exact(&mut interim).await.unwrap();
+            assert!(
+                interim.starts_with(b"HTTP/1.1 100 Continue"),
+                "{}",
+                String::from_utf8_lossy(&interim)
+            );
+            socket.write_all(body.as_bytes()).await.unwrap();
+            let mut rest = [0u8; 64];
+            let n = socket.read(&mut rest).await.unwrap();
+            let rest = String::from_utf8_lossy(&rest[..n]);
+            assert!(rest.trim_start().starts_with("HTTP/1.1 201"), "{rest}");
+        }
+        101 => {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = format!("ws://{}/api/orders/events", app.addr)
+                .into_client_request()
+                .unwrap();
+            let bearer = format!("Bearer {}", app.token("alice"));
+            request
+                .headers_mut()
+                .insert("authorization", bearer.parse().unwrap());
+            let (_socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+            assert_eq!(response.status(), 101);
+            assert!(response.headers().contains_key("upgrade"));
+        }
+        202 => {
+            let response = app
+                .post("/api/exports")
+                .json(&json!({"format": "ndjson"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            assert!(header(&response, "location").starts_with("/api/exports/"));
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        302 => {
+            let response = app
+                .post("/api/exports")
+                .json(&json!({"format": "csv"}))
+                .send()
+                .await
+                .unwrap();
+            let location = header(&response, "location");
+            let _worker = orders_api::exports::poller::spawn(
+                app.state.store.clone(),
+                app.state.exports.clone(),
+                orders_api::exports::poller::PollerOptions {
+                    idle_wait: Duration::from_millis(20),
+                    ..Default::default()
+                },
+            );
+            let mut download = None;
+            for _ in 0..400 {
+                let response = app
+                    .get(&format!("{location}/download"))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 302 {
+                    download = Some(response);
+                    break;
+                }
+                assert_eq!(response.status(), 409, "not finished yet");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let download = download.expect("the export finishes");
+            assert_eq!(header(&download, "location"), format!("{location}/file"));
+        }
+        401 => {
+            let response = app.anonymous("GET", "/api/orders").send().await.unwrap();
+            assert_eq!(
+                header(&response, "www-authenticate"),
+                "Bearer realm=\"orders-api\""
+            );
+            assert_error(response, 401, "Unauthorized").await;
+            let response = app
+                .anonymous("GET", "/api/orders")
+                .bearer_auth("not.a.token")
+                .send()
+                .await
+                .unwrap();
+            assert!(header(&response, "www-authenticate").contains("error=\"invalid_token\""));
+            assert_error(response, 401, "Unauthorized").await;
+        }
+        403 => {
+            let response = app
+                .anonymous("POST", "/api/orders")
+                .bearer_auth(app.token_with("alice", &["Orders.Read"]))
+                .json(&sample_order())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                header(&response, "www-authenticate"),
+                "Bearer error=\"insufficient_scope\", scope=\"Orders.Write\""
+            );
+            assert_error(response, 403, "Forbidden").await;
+        }
+        429 => {
+            let mut config = test_config();
+            config.rate_limit_per_minute = 1;
+            let limited = spawn_with(config).await;
+            assert_eq!(
+                limited.get("/api/orders").send().await.unwrap().status(),
+                200
+            );
+            let response = limited.get("/api/orders").send().await.unwrap();
+            assert!(response.headers().contains_key("retry-after"));
+            assert_error(response, 429, "TooManyRequests").await;
+        }
         _ => return false,
     }
     true
