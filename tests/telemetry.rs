@@ -642,6 +642,110 @@ async fn a_jwks_fetch_is_a_dependency() {
 }
 
 #[tokio::test]
+async fn a_storage_call_is_a_dependency_of_its_request_and_its_key_stays_out() {
+    // A stand-in storage account that refuses every call, keeping the signatures it was sent.
+    let storage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    storage.set_nonblocking(true).unwrap();
+    let storage_addr = storage.local_addr().unwrap();
+    let authorizations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = authorizations.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(storage).unwrap();
+            let app = Router::new().fallback(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok())
+                    {
+                        seen.lock().unwrap().push(value.to_owned());
+                    }
+                    (
+                        StatusCode::FORBIDDEN,
+                        [("content-type", "application/json")],
+                        r#"{"odata.error":{"code":"AuthenticationFailed","message":{"lang":"en-US","value":"Server failed to authenticate the request."}}}"#,
+                    )
+                }
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    // 64 bytes, Base64: a key that exists nowhere but here.
+    let account_key =
+        "c3RvcmFnZS1hY2NvdW50LWtleS10aGF0LW11c3QtbmV2ZXItYmUtZXhwb3J0ZWQtMDEyMzQ1Njc4OWFiY2RlZg==";
+    let endpoint = format!("http://{storage_addr}/devstoreaccount1");
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={account_key};\
+         TableEndpoint={endpoint};QueueEndpoint={endpoint};BlobEndpoint={endpoint}"
+    );
+    let ingestion = Ingestion::start();
+    let mut handler = start_exporting(
+        &ingestion,
+        &[
+            ("AzureWebJobsStorage", connection.as_str()),
+            ("ORDERS_STORAGE_TIMEOUT_MS", "2000"),
+        ],
+    );
+
+    let response = client()
+        .get(format!("{}/api/orders", handler.base()))
+        .bearer_auth(dev_token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_server_error(), "{}", response.status());
+
+    let request = ingestion
+        .wait_for("request telemetry for the listing", |e| {
+            request_for(e, "/api/orders")
+        })
+        .await;
+    assert_eq!(data(&request)["success"], false, "{request}");
+    let operation = operation_id(&request).to_owned();
+    let dependency = ingestion
+        .wait_for("the listing's storage dependency", |e| {
+            of_kind_in(e, "RemoteDependencyData", &operation)
+                .first()
+                .map(|d| (*d).clone())
+        })
+        .await;
+    let fields = data(&dependency);
+    assert_eq!(fields["type"], "Azure table", "{dependency}");
+    assert_eq!(fields["target"], "127.0.0.1", "{dependency}");
+    assert_eq!(fields["resultCode"], "403", "{dependency}");
+    assert_eq!(fields["success"], false, "{dependency}");
+    assert_eq!(
+        tag(&dependency, "ai.operation.parentId"),
+        data(&request)["id"],
+        "{dependency}"
+    );
+
+    handler.terminate();
+    assert!(handler.child.wait().unwrap().success());
+    let raw = ingestion.raw();
+    // "SharedKey account:signature": the signature alone must not appear either.
+    let signatures: Vec<String> = authorizations
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|value| value.rsplit(':').next().map(str::to_owned))
+        .collect();
+    assert!(!signatures.is_empty(), "the store signed its calls");
+    for secret in std::iter::once(account_key.to_owned())
+        .chain(std::iter::once(connection.clone()))
+        .chain(signatures)
+    {
+        assert!(
+            !contains(&raw, secret.as_bytes()),
+            "{secret:?} reached the ingestion endpoint"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_flushes_the_last_request() {
     let ingestion = Ingestion::start();
     // Batches wait ten minutes: only the flush at shutdown can deliver this request.
