@@ -55,8 +55,12 @@ pub struct ErrorBody {
     pub details: Option<Vec<FieldError>>,
 }
 
+/// Boxed so that `Result<T, ApiError>` stays one pointer wide on the happy path.
 #[derive(Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+#[derive(Clone)]
+struct ErrorParts {
     status: StatusCode,
     message: Cow<'static, str>,
     details: Vec<FieldError>,
@@ -68,17 +72,17 @@ pub struct ApiError {
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError")
-            .field("status", &self.status.as_u16())
-            .field("message", &self.message)
-            .field("details", &self.details)
-            .field("internal", &self.internal)
+            .field("status", &self.0.status.as_u16())
+            .field("message", &self.0.message)
+            .field("details", &self.0.details)
+            .field("internal", &self.0.internal)
             .finish()
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.message)
+        write!(f, "{} {}", self.0.status.as_u16(), self.0.message)
     }
 }
 
@@ -86,13 +90,13 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
+        Self(Box::new(ErrorParts {
             status,
             message: message.into(),
             details: Vec::new(),
             headers: HeaderMap::new(),
             internal: None,
-        }
+        }))
     }
 
     /// The error for a bare status produced outside the service's own code (a timeout layer,
@@ -157,12 +161,12 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
-        self.details = details;
+        self.0.details = details;
         self
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.0.headers.insert(name, value);
         self
     }
 
@@ -171,52 +175,52 @@ impl ApiError {
     }
 
     pub fn with_internal(mut self, detail: impl fmt::Display) -> Self {
-        self.internal = Some(detail.to_string());
+        self.0.internal = Some(detail.to_string());
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     pub fn details(&self) -> &[FieldError] {
-        &self.details
+        &self.0.details
     }
 
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
 
     pub fn internal_detail(&self) -> Option<&str> {
-        self.internal.as_deref()
+        self.0.internal.as_deref()
     }
 
     /// The body as sent to the client. 5xx messages are replaced by the generic text for the
     /// status whatever the code that raised them wrote, so no internal text can leak.
     pub fn body(&self, trace_id: &str) -> ErrorBody {
-        let message = if self.status.is_server_error() {
-            default_message(self.status).to_owned()
+        let message = if self.0.status.is_server_error() {
+            default_message(self.0.status).to_owned()
         } else {
-            self.message.to_string()
+            self.0.message.to_string()
         };
         ErrorBody {
-            status: self.status.as_u16(),
-            error: error_name(self.status),
+            status: self.0.status.as_u16(),
+            error: error_name(self.0.status),
             message,
             trace_id: trace_id.to_owned(),
-            details: (!self.details.is_empty()).then(|| self.details.clone()),
+            details: (!self.0.details.is_empty()).then(|| self.0.details.clone()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
-        response.headers_mut().extend(self.headers.clone());
+        let mut response = self.0.status.into_response();
+        response.headers_mut().extend(self.0.headers.clone());
         response.extensions_mut().insert(self);
         response
     }

@@ -49,7 +49,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// Pretty JSON with a trailing newline, the form of the checked-in copy.
 pub fn document_json() -> String {
     // infallible: the document is plain data.
-    let mut text = document().to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
+    let mut text = document()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned());
     text.push('\n');
     text
 }

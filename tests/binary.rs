@@ -195,7 +195,8 @@ fn functions_check_passes_on_the_repository() {
 
 #[test]
 fn functions_check_fails_on_broken_function_folders() {
-    let cases: [(&str, fn(&Path), &str); 4] = [
+    type Breakage = fn(&Path);
+    let cases: [(&str, Breakage, &str); 4] = [
         (
             "route the handler does not serve",
             |root| {

@@ -134,10 +134,11 @@ fn pipeline_checks_every_change_and_deploys_main() {
     }
 }
 
-/// The `return-response` of each on-error branch: (status, headers, body).
-fn on_error_branches(
-    policy: &roxmltree::Document<'_>,
-) -> Vec<(String, u16, Vec<(String, String)>, String)> {
+/// One `on-error` branch: its condition, and the status, headers and body it returns.
+type Branch = (String, u16, Vec<(String, String)>, String);
+
+/// The `return-response` of each on-error branch.
+fn on_error_branches(policy: &roxmltree::Document<'_>) -> Vec<Branch> {
     let on_error = policy
         .descendants()
         .find(|n| n.has_tag_name("on-error"))

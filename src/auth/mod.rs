@@ -65,8 +65,6 @@ pub struct Caller {
 impl Caller {
     /// 403 unless the token grants `scope`, as a delegated scope or as an app role. Each scope
     /// stands alone: `Orders.Write` does not imply `Orders.Read`.
-    // `ApiError` is the service's one error type, returned by every handler; its size is theirs.
-    #[allow(clippy::result_large_err)]
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.contains(scope.as_str()) {
             return Ok(());

@@ -54,7 +54,10 @@ impl OrderStatus {
         self == next
             || matches!(
                 (self, next),
-                (Pending, Paid) | (Paid, Shipped) | (Shipped, Delivered) | (Pending | Paid, Cancelled)
+                (Pending, Paid)
+                    | (Paid, Shipped)
+                    | (Shipped, Delivered)
+                    | (Pending | Paid, Cancelled)
             )
     }
 }
@@ -222,8 +225,16 @@ mod tests {
     fn new_order() -> NewOrder {
         NewOrder::parse(
             &[
-                ItemInput { sku: "A-1", quantity: 2, unit_price: "9.99" },
-                ItemInput { sku: "B-2", quantity: 3, unit_price: "0.10" },
+                ItemInput {
+                    sku: "A-1",
+                    quantity: 2,
+                    unit_price: "9.99",
+                },
+                ItemInput {
+                    sku: "B-2",
+                    quantity: 3,
+                    unit_price: "0.10",
+                },
             ],
             "EUR",
         )
@@ -240,14 +251,23 @@ mod tests {
     #[test]
     fn every_violation_is_reported() {
         let errors = NewOrder::parse(
-            &[ItemInput { sku: "bad sku", quantity: 0, unit_price: "-1" }],
+            &[ItemInput {
+                sku: "bad sku",
+                quantity: 0,
+                unit_price: "-1",
+            }],
             "eur",
         )
         .unwrap_err();
         let fields: Vec<_> = errors.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["items[0].sku", "items[0].quantity", "items[0].unitPrice", "currency"]
+            [
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].unitPrice",
+                "currency"
+            ]
         );
         assert_eq!(NewOrder::parse(&[], "EUR").unwrap_err()[0].field, "items");
     }
@@ -275,14 +295,31 @@ mod tests {
         let now = OffsetDateTime::UNIX_EPOCH;
         let order = Order::create("alice", new_order(), now);
         let paid = order
-            .apply(OrderChange { status: Some(OrderStatus::Paid), ..Default::default() }, now)
+            .apply(
+                OrderChange {
+                    status: Some(OrderStatus::Paid),
+                    ..Default::default()
+                },
+                now,
+            )
             .unwrap();
-        let change = OrderChange { items: Some(new_order().items), ..Default::default() };
+        let change = OrderChange {
+            items: Some(new_order().items),
+            ..Default::default()
+        };
         assert_eq!(
             paid.apply(change, now).unwrap_err(),
-            TransitionError::ItemsLocked { status: OrderStatus::Paid }
+            TransitionError::ItemsLocked {
+                status: OrderStatus::Paid
+            }
         );
-        let back = OrderChange { status: Some(OrderStatus::Pending), ..Default::default() };
-        assert!(matches!(paid.apply(back, now), Err(TransitionError::Status { .. })));
+        let back = OrderChange {
+            status: Some(OrderStatus::Pending),
+            ..Default::default()
+        };
+        assert!(matches!(
+            paid.apply(back, now),
+            Err(TransitionError::Status { .. })
+        ));
     }
 }

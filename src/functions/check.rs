@@ -78,7 +78,11 @@ fn router_path(route: &str) -> String {
         path.push('/');
         match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             Some(param) => {
-                let name = param.split([':', '=']).next().unwrap_or(param).trim_end_matches('?');
+                let name = param
+                    .split([':', '='])
+                    .next()
+                    .unwrap_or(param)
+                    .trim_end_matches('?');
                 path.push('{');
                 path.push_str(name);
                 path.push('}');
@@ -110,20 +114,37 @@ pub fn check(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
             .filter(|b| b.direction == "in" && b.kind.ends_with("Trigger"))
             .collect();
         if triggers.len() != 1 {
-            problems.push(format!("{name}: needs exactly one trigger binding, found {}", triggers.len()));
+            problems.push(format!(
+                "{name}: needs exactly one trigger binding, found {}",
+                triggers.len()
+            ));
             continue;
         }
         for binding in bindings {
             if binding.name.as_deref().is_none_or(str::is_empty) {
-                problems.push(format!("{name}: every binding needs a name ({} binding has none)", binding.kind));
+                problems.push(format!(
+                    "{name}: every binding needs a name ({} binding has none)",
+                    binding.kind
+                ));
             }
             if binding.direction != "in" && binding.direction != "out" {
-                problems.push(format!("{name}: binding direction '{}' is not in or out", binding.direction));
+                problems.push(format!(
+                    "{name}: binding direction '{}' is not in or out",
+                    binding.direction
+                ));
             }
         }
         let trigger = triggers[0];
         if trigger.kind == "httpTrigger" {
-            check_http(name, bindings, trigger, &by_path, &mut covered, &mut has_catch_all, &mut problems);
+            check_http(
+                name,
+                bindings,
+                trigger,
+                &by_path,
+                &mut covered,
+                &mut has_catch_all,
+                &mut problems,
+            );
         } else if trigger.kind == "queueTrigger" {
             if trigger.queue_name.as_deref().is_none_or(str::is_empty) {
                 problems.push(format!("{name}: queueTrigger needs a queueName"));
@@ -132,11 +153,19 @@ pub fn check(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
                 problems.push(format!("{name}: queueTrigger needs a connection"));
             }
             let invocation = format!("/{name}");
-            if !by_path.get(invocation.as_str()).is_some_and(|r| r.methods.iter().any(|m| m == "POST")) {
-                problems.push(format!("{name}: the handler has no POST {invocation} for this function's invocations"));
+            if !by_path
+                .get(invocation.as_str())
+                .is_some_and(|r| r.methods.iter().any(|m| m == "POST"))
+            {
+                problems.push(format!(
+                    "{name}: the handler has no POST {invocation} for this function's invocations"
+                ));
             }
         } else {
-            problems.push(format!("{name}: trigger type '{}' is not handled by this service", trigger.kind));
+            problems.push(format!(
+                "{name}: trigger type '{}' is not handled by this service",
+                trigger.kind
+            ));
         }
     }
 
@@ -145,7 +174,10 @@ pub fn check(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
             Hosting::Functions => {
                 for method in &route.methods {
                     if !covered.contains(&(route.path.clone(), method.clone())) {
-                        problems.push(format!("route {method} {} is not forwarded by any function", route.path));
+                        problems.push(format!(
+                            "route {method} {} is not forwarded by any function",
+                            route.path
+                        ));
                     }
                 }
             }
@@ -173,9 +205,14 @@ fn check_http(
     problems: &mut Vec<String>,
 ) {
     let outputs = bindings.iter().filter(|b| b.direction == "out").count();
-    let http_outputs = bindings.iter().filter(|b| b.direction == "out" && b.kind == "http").count();
+    let http_outputs = bindings
+        .iter()
+        .filter(|b| b.direction == "out" && b.kind == "http")
+        .count();
     if bindings.len() != 2 || outputs != 1 || http_outputs != 1 {
-        problems.push(format!("{name}: a forwarded HTTP function needs exactly one httpTrigger in and one http out"));
+        problems.push(format!(
+            "{name}: a forwarded HTTP function needs exactly one httpTrigger in and one http out"
+        ));
     }
     let Some(route) = trigger.route.as_deref() else {
         problems.push(format!("{name}: httpTrigger needs a route"));
@@ -197,10 +234,16 @@ fn check_http(
     }
     let path = router_path(route);
     let Some(served) = by_path.get(path.as_str()) else {
-        problems.push(format!("{name}: route '{route}' ({path}) is not served by the handler"));
+        problems.push(format!(
+            "{name}: route '{route}' ({path}) is not served by the handler"
+        ));
         return;
     };
-    let expected_auth = if served.anonymous { "anonymous" } else { "function" };
+    let expected_auth = if served.anonymous {
+        "anonymous"
+    } else {
+        "function"
+    };
     if trigger.auth_level.as_deref() != Some(expected_auth) {
         problems.push(format!(
             "{name}: authLevel is {:?}, expected \"{expected_auth}\"",
@@ -212,7 +255,9 @@ fn check_http(
         if served.methods.contains(&method) {
             covered.insert((path.clone(), method));
         } else {
-            problems.push(format!("{name}: method {method} on {path} is not served by the handler"));
+            problems.push(format!(
+                "{name}: method {method} on {path} is not served by the handler"
+            ));
         }
     }
 }

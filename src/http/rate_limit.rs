@@ -133,8 +133,7 @@ fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .next_back()?;
+        .rfind(|v| !v.is_empty())?;
     // Azure may append the port (`203.0.113.7:52000`, `[2001:db8::1]:443`).
     last.parse::<IpAddr>()
         .ok()

@@ -33,20 +33,31 @@ async fn inject(
         "panic" => panic!("fault injection: deliberate panic in a handler"),
         "error" => {
             let cause = std::io::Error::other("fault injection: simulated failure deep inside");
-            Err(ApiError::internal(format!("while serving /api/faults/error: {cause}")))
+            Err(ApiError::internal(format!(
+                "while serving /api/faults/error: {cause}"
+            )))
         }
         "slow" => {
             let ms = match params.ms.as_deref() {
                 None => 1_000,
-                Some(text) => text.parse::<u64>().ok().filter(|ms| *ms <= 600_000).ok_or_else(|| {
-                    ApiError::validation(vec![FieldError::new("ms", "must be a whole number from 0 to 600000")])
-                })?,
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms <= 600_000)
+                    .ok_or_else(|| {
+                        ApiError::validation(vec![FieldError::new(
+                            "ms",
+                            "must be a whole number from 0 to 600000",
+                        )])
+                    })?,
             };
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(Json(serde_json::json!({ "sleptMs": ms })))
         }
-        "bad-gateway" => Err(ApiError::new(StatusCode::BAD_GATEWAY, "dependency answered garbage")
-            .with_internal("fault injection: a dependency answered with an unusable response")),
+        "bad-gateway" => Err(
+            ApiError::new(StatusCode::BAD_GATEWAY, "dependency answered garbage")
+                .with_internal("fault injection: a dependency answered with an unusable response"),
+        ),
         "unavailable" => Err(ApiError::unavailable("dependency unreachable", 5)
             .with_internal("fault injection: a dependency could not be reached")),
         _ => Err(ApiError::not_found(

@@ -1,8 +1,8 @@
 //! Every route of the service, grouped by who calls it. The OpenAPI document is produced from
 //! the same chain, and the route catalog (for `handler functions check`) from both.
 
-pub mod exports;
 pub mod events;
+pub mod exports;
 pub mod faults;
 pub mod orders;
 pub mod system;
@@ -96,12 +96,25 @@ pub fn catalog() -> Vec<RouteInfo> {
     };
     routes.push(route("/", get(), Hosting::Host, true));
     routes.push(route("/api/openapi.json", get(), Hosting::Functions, true));
-    let legacy_methods: Vec<String> = orders::LEGACY_METHODS.iter().map(|m| m.to_string()).collect();
+    let legacy_methods: Vec<String> = orders::LEGACY_METHODS
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     for path in orders::LEGACY_PATHS {
-        routes.push(route(path, legacy_methods.clone(), Hosting::Functions, false));
+        routes.push(route(
+            path,
+            legacy_methods.clone(),
+            Hosting::Functions,
+            false,
+        ));
     }
     routes.push(route(faults::PATH, get(), Hosting::Functions, false));
-    routes.push(route(exports::FILE_PATH, get(), Hosting::StandaloneOnly, false));
+    routes.push(route(
+        exports::FILE_PATH,
+        get(),
+        Hosting::StandaloneOnly,
+        false,
+    ));
     routes.push(route(events::PATH, get(), Hosting::StandaloneOnly, false));
     routes.push(route(
         exports::WORKER_PATH,
@@ -142,8 +155,11 @@ fn is_anonymous(item: &utoipa::openapi::PathItem) -> bool {
         .into_iter()
         .flatten()
         .all(|op| {
-            op.security
-                .as_ref()
-                .is_some_and(|reqs| reqs.iter().any(|r| serde_json::to_value(r).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))))
+            op.security.as_ref().is_some_and(|reqs| {
+                reqs.iter().any(|r| {
+                    serde_json::to_value(r)
+                        .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                })
+            })
         })
 }

@@ -175,10 +175,10 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::ETAG, conditional::etag_header(&order.etag));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    if status == StatusCode::CREATED {
-        if let Ok(location) = HeaderValue::from_str(&format!("/api/orders/{}", order.id)) {
-            headers.insert(header::LOCATION, location);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(location) = HeaderValue::from_str(&format!("/api/orders/{}", order.id))
+    {
+        headers.insert(header::LOCATION, location);
     }
     response
 }

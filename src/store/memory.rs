@@ -143,10 +143,8 @@ impl OrderStore for MemoryStore {
             });
         };
         let range = match &after {
-            Some(id) => orders.range::<OrderId, _>((
-                std::ops::Bound::Excluded(id),
-                std::ops::Bound::Unbounded,
-            )),
+            Some(id) => orders
+                .range::<OrderId, _>((std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded)),
             None => orders.range::<OrderId, _>(..),
         };
         let mut matching = range

@@ -101,8 +101,12 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn replace(&self, order: &Order, if_match: &str) -> Result<Order, StoreError>;
 
     /// Deletes the order, only if its ETag is `if_match` when one is given.
-    async fn delete(&self, owner: &str, id: &OrderId, if_match: Option<&str>)
-    -> Result<(), StoreError>;
+    async fn delete(
+        &self,
+        owner: &str,
+        id: &OrderId,
+        if_match: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// The owner's orders in id order (creation order), one page at a time.
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<Page, StoreError>;
