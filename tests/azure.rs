@@ -386,3 +386,62 @@ async fn identity_connections_send_bearer_tokens() {
     );
     assert!(request.contains("x-ms-version: "));
 }
+
+#[tokio::test]
+async fn identity_connections_sign_links_with_a_cached_user_delegation_key() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buffer = vec![0u8; 65536];
+            let n = socket.read(&mut buffer).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            assert!(request.starts_with("POST /?restype=service&comp=userdelegationkey"));
+            let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><UserDelegationKey>\
+                <SignedOid>oid-1</SignedOid><SignedTid>tid-1</SignedTid>\
+                <SignedStart>2026-11-24T10:00:00Z</SignedStart><SignedExpiry>2099-01-01T00:00:00Z</SignedExpiry>\
+                <SignedService>b</SignedService><SignedVersion>2021-12-02</SignedVersion>\
+                <Value>c2VjcmV0</Value></UserDelegationKey>";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    let uri = format!("http://127.0.0.1:{port}/");
+    let account =
+        StorageAccount::from_identity_settings(Some("ordersprod"), None, None, Some(&uri), None)
+            .unwrap();
+    let client = Arc::new(
+        azure::StorageClient::new(
+            account,
+            Some(Arc::new(FixedToken)),
+            azure_support::test_timing(),
+        )
+        .unwrap(),
+    );
+    let container = azure::blob::Container::new(client, "exports");
+    for _ in 0..3 {
+        let link = container
+            .read_url("owner/x_1.csv", Duration::from_secs(900))
+            .await
+            .unwrap();
+        let pairs: std::collections::HashMap<String, String> =
+            link.query_pairs().into_owned().collect();
+        assert_eq!(link.path(), "/exports/owner/x_1.csv");
+        assert_eq!(pairs["skoid"], "oid-1");
+        assert_eq!(pairs["sktid"], "tid-1");
+        assert_eq!(pairs["sp"], "r");
+        assert!(!pairs["sig"].is_empty());
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "the key is reused");
+}

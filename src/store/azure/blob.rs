@@ -7,14 +7,19 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use time::OffsetDateTime;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::client::{Call, Service, StorageClient};
-use super::signing;
+use super::{signing, xml};
 use crate::store::StoreError;
 
 pub struct Container {
     client: Arc<StorageClient>,
     name: String,
     exists: AtomicBool,
+    /// The user delegation key for identity-based connections, and until when it is valid.
+    delegation: tokio::sync::Mutex<Option<(signing::UserDelegationKey, OffsetDateTime)>>,
 }
 
 impl Container {
@@ -23,6 +28,7 @@ impl Container {
             client,
             name: name.into(),
             exists: AtomicBool::new(false),
+            delegation: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -79,33 +85,91 @@ impl Container {
         }
     }
 
-    /// A URL that reads `name` for `ttl` (started a minute back to allow for clock skew).
-    pub fn read_url(&self, name: &str, ttl: Duration) -> Result<Url, StoreError> {
-        let Some(key) = self.client.account_key() else {
-            // Identity-based connections would need a user delegation key.
-            return Err(StoreError::BadResponse(
-                "download links need an account key connection".to_owned(),
-            ));
-        };
+    /// A URL that reads `name` for `ttl` (started a minute back to allow for clock skew):
+    /// a service SAS with the account key, else a user delegation SAS.
+    pub async fn read_url(&self, name: &str, ttl: Duration) -> Result<Url, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let format = |t: OffsetDateTime| {
-            let t = t.replace_nanosecond(0).unwrap_or(t);
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
+        let start = iso(now - time::Duration::minutes(1));
+        let expiry = iso(now + ttl);
+        let blob_path = format!("{}/{name}", self.name);
+        let query = match self.client.account_key() {
+            Some(key) => {
+                signing::blob_read_sas(key, &self.client.account.name, &blob_path, &start, &expiry)
+            }
+            None => {
+                let key = self.delegation_key(now, ttl).await?;
+                signing::blob_read_user_delegation_sas(
+                    &key,
+                    &self.client.account.name,
+                    &blob_path,
+                    &start,
+                    &expiry,
+                )
+            }
         };
-        let start = format(now - time::Duration::minutes(1));
-        let expiry = format(now + ttl);
-        let query = signing::blob_read_sas(
-            key,
-            &self.client.account.name,
-            &format!("{}/{name}", self.name),
-            &start,
-            &expiry,
-        );
-        let mut url = self
-            .client
-            .url(Service::Blob, &format!("{}/{name}", self.name))?;
+        let mut url = self.client.url(Service::Blob, &blob_path)?;
         url.set_query(Some(&query));
         Ok(url)
     }
+
+    /// A user delegation key that outlives a link made now, fetched when the cached one would
+    /// not (keys are valid for an hour; links for minutes).
+    async fn delegation_key(
+        &self,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<signing::UserDelegationKey, StoreError> {
+        let needed_until = now + ttl + time::Duration::minutes(5);
+        let mut cached = self.delegation.lock().await;
+        if let Some((key, until)) = cached.as_ref()
+            && *until > needed_until
+        {
+            return Ok(key.clone());
+        }
+        let until = now + time::Duration::hours(1);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{}</Start><Expiry>{}</Expiry></KeyInfo>",
+            iso(now - time::Duration::minutes(1)),
+            iso(until)
+        );
+        let mut url = self.client.url(Service::Blob, "")?;
+        url.query_pairs_mut()
+            .append_pair("restype", "service")
+            .append_pair("comp", "userdelegationkey");
+        let reply = self
+            .client
+            .send(
+                Call::new(Service::Blob, "GetUserDelegationKey", Method::POST, url)
+                    .body("application/xml", body),
+            )
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(reply.unexpected("GetUserDelegationKey"));
+        }
+        let text = String::from_utf8_lossy(&reply.body);
+        let field = |tag: &str| {
+            xml::first(&text, tag)
+                .ok_or_else(|| StoreError::BadResponse(format!("GetUserDelegationKey: no {tag}")))
+        };
+        let key = signing::UserDelegationKey {
+            object_id: field("SignedOid")?,
+            tenant_id: field("SignedTid")?,
+            start: field("SignedStart")?,
+            expiry: field("SignedExpiry")?,
+            service: field("SignedService")?,
+            version: field("SignedVersion")?,
+            value: STANDARD.decode(field("Value")?.trim()).map_err(|_| {
+                StoreError::BadResponse("GetUserDelegationKey: key is not Base64".to_owned())
+            })?,
+        };
+        *cached = Some((key.clone(), until));
+        Ok(key)
+    }
+}
+
+/// ISO 8601 UTC with seconds precision, as SAS fields want it.
+fn iso(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -110,6 +110,7 @@ impl ExportStore for TableExportStore {
     async fn file_location(&self, job: &ExportJob) -> Result<FileLocation, StoreError> {
         self.container
             .read_url(&Self::blob_name(job), LINK_LIFETIME)
+            .await
             .map(|url| FileLocation::Url(url.to_string()))
     }
 
