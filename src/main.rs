@@ -119,7 +119,7 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
     let _poller = orders_api::exports::start_background(&state);
     let router = app::router(state);
     tracing::info!(address = %local, "listening");
-    let stop_requested = std::sync::Arc::new(std::sync::OnceLock::new());
+    let stop_requested = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
     let shutdown = {
         let stop_requested = stop_requested.clone();
         async move {
@@ -135,9 +135,10 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
     }
     // Pending telemetry gets what is left of the grace period, and at least a second so a
     // zero grace still lets the last batch go out.
-    let left = stop_requested
-        .get()
-        .map_or(grace, |at: &std::time::Instant| grace.saturating_sub(at.elapsed()));
+    let left = match stop_requested.get() {
+        Some(at) => grace.saturating_sub(at.elapsed()),
+        None => grace,
+    };
     telemetry
         .flush(left.max(std::time::Duration::from_secs(1)))
         .await;
