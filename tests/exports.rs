@@ -17,6 +17,7 @@ use orders_api::domain::{ExportId, ExportJob};
 use orders_api::exports::Exports;
 use orders_api::exports::poller::{self, PollerOptions};
 use orders_api::store::StoreError;
+use orders_api::store::azure::client::{Call, Service};
 use orders_api::store::azure::{Names, StorageJobQueue, TableExportStore, TableOrderStore};
 use orders_api::store::exports::{ExportStore, FileLocation, JobQueue, QueuedMessage};
 use orders_api::store::memory::MemoryStore;
@@ -42,7 +43,10 @@ async fn start_export(app: &TestApp, body: Value) -> (String, Value) {
     let location = header(&response, "location");
     assert_eq!(header(&response, "retry-after"), "2");
     let job: Value = response.json().await.unwrap();
-    assert_eq!(location, format!("/api/exports/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/api/exports/{}", job["id"].as_str().unwrap())
+    );
     assert_eq!(job["status"], "NotStarted");
     (location, job)
 }
@@ -62,7 +66,11 @@ async fn export_runs_in_the_background_in_memory() {
     let monitor = app.get(&location).send().await.unwrap();
     assert_eq!(monitor.status(), 200);
     assert_eq!(header(&monitor, "retry-after"), "2");
-    let early = app.get(&format!("{location}/download")).send().await.unwrap();
+    let early = app
+        .get(&format!("{location}/download"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&early, "retry-after"), "2");
     assert_error(early, 409, "Conflict").await;
 
@@ -80,7 +88,11 @@ async fn export_runs_in_the_background_in_memory() {
     let finished = app.get(&location).send().await.unwrap();
     assert!(finished.headers().get("retry-after").is_none());
 
-    let download = app.get(&format!("{location}/download")).send().await.unwrap();
+    let download = app
+        .get(&format!("{location}/download"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(download.status(), 302);
     let file_path = header(&download, "location");
     assert_eq!(file_path, format!("{location}/file"));
@@ -119,15 +131,15 @@ async fn csv_export_with_a_status_filter() {
         },
     );
     wait_for(&app, &location, |job| job["status"] == "Succeeded").await;
-    let file = app
-        .get(&format!("{location}/file"))
-        .send()
-        .await
-        .unwrap();
+    let file = app.get(&format!("{location}/file")).send().await.unwrap();
     assert_eq!(header(&file, "content-type"), "text/csv; charset=utf-8");
     let text = file.text().await.unwrap();
     let rows: Vec<&str> = text.lines().collect();
-    assert_eq!(rows.len(), 2, "header and the paid order's one item: {text}");
+    assert_eq!(
+        rows.len(),
+        2,
+        "header and the paid order's one item: {text}"
+    );
     assert!(rows[1].starts_with(&format!("{paid_id},paid,EUR,")));
 }
 
@@ -148,7 +160,12 @@ async fn exports_are_validated_and_owner_isolated() {
         .map(|d| d["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, vec!["format", "status"]);
-    let missing = app.post("/api/exports").json(&json!({})).send().await.unwrap();
+    let missing = app
+        .post("/api/exports")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_error(missing, 400, "BadRequest").await;
 
     let (location, _) = start_export(&app, json!({"format": "csv"})).await;
@@ -174,7 +191,12 @@ async fn invocation_payload_in_memory_is_idempotent() {
     // Redelivery: nothing changes.
     let again = invoke(&app, &message, Encoding::Once).await;
     assert_eq!(again.0, 200);
-    assert!(again.1["Logs"][0].as_str().unwrap().contains("already finished"));
+    assert!(
+        again.1["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("already finished")
+    );
     let after = wait_for(&app, &location, |_| true).await;
     assert_eq!(after, finished);
     assert_eq!(job["id"], finished["id"]);
@@ -216,7 +238,10 @@ async fn invoke(app: &TestApp, message: &QueuedMessage, encoding: Encoding) -> (
     let response = app
         .anonymous("POST", "/export-worker")
         .header("content-type", "application/json")
-        .header("x-azure-functions-invocationid", "11111111-2222-3333-4444-555555555555")
+        .header(
+            "x-azure-functions-invocationid",
+            "11111111-2222-3333-4444-555555555555",
+        )
         .json(&payload(message, encoding))
         .send()
         .await
@@ -243,6 +268,7 @@ async fn receive_one(queue: &dyn JobQueue, visibility: Duration) -> QueuedMessag
 struct AzureApp {
     app: TestApp,
     queue: Arc<StorageJobQueue>,
+    names: Names,
 }
 
 /// The service over Azurite, with tables, queue and container of its own.
@@ -266,7 +292,7 @@ async fn spawn_azure(fail_files: bool) -> AzureApp {
         queue: queue.clone(),
     });
     let app = common::spawn_state(state, Arc::new(MemoryStore::new())).await;
-    AzureApp { app, queue }
+    AzureApp { app, queue, names }
 }
 
 /// Job storage that works but cannot write files: every worker attempt fails.
@@ -284,7 +310,9 @@ impl ExportStore for FailingFiles {
         self.0.replace_job(job, if_match).await
     }
     async fn put_file(&self, _job: &ExportJob, _content: Bytes) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("blob storage refused the file".to_owned()))
+        Err(StoreError::Unavailable(
+            "blob storage refused the file".to_owned(),
+        ))
     }
     async fn file_location(&self, job: &ExportJob) -> Result<FileLocation, StoreError> {
         self.0.file_location(job).await
@@ -303,19 +331,66 @@ async fn export_completes_through_the_invocation_payload_on_azurite() {
     }
     let (location, _) = start_export(app, json!({"format": "ndjson"})).await;
 
-    // The host dequeues the real message: Base64 on the wire, decoded by the trigger.
+    // On the wire the message is Base64, as the queue trigger expects by default (plain text
+    // would go straight to the poison queue).
+    let client = azure_support::shared_client();
+    let mut peek = client
+        .url(
+            Service::Queue,
+            &format!("{}/messages", azure.names.export_queue),
+        )
+        .unwrap();
+    peek.query_pairs_mut().append_pair("peekonly", "true");
+    let raw = client
+        .send(Call::new(
+            Service::Queue,
+            "PeekMessages",
+            reqwest::Method::GET,
+            peek,
+        ))
+        .await
+        .unwrap();
+    let xml = String::from_utf8_lossy(&raw.body).into_owned();
+    let text = xml
+        .split("<MessageText>")
+        .nth(1)
+        .and_then(|rest| rest.split("</MessageText>").next())
+        .expect("one message");
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+        .expect("the message text is Base64");
+    let job: Value = serde_json::from_slice(&decoded).unwrap();
+    assert!(job["id"].as_str().unwrap().starts_with("x_"));
+
+    // The host dequeues the real message, and the trigger decodes it.
     let message = receive_one(azure.queue.as_ref(), Duration::from_secs(30)).await;
     assert_eq!(message.dequeue_count, 1);
-    let raw = azure.queue.queue().receive(1, Duration::from_secs(1)).await.unwrap();
-    assert!(raw.is_empty(), "the message is invisible while being processed");
+    let raw = azure
+        .queue
+        .queue()
+        .receive(1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        raw.is_empty(),
+        "the message is invisible while being processed"
+    );
     let (status, reply) = invoke(app, &message, Encoding::Twice).await;
     assert_eq!(status, 200, "{reply}");
-    assert!(reply["Logs"][0].as_str().unwrap().contains("succeeded with 3 orders"));
+    assert!(
+        reply["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("succeeded with 3 orders")
+    );
     azure.queue.delete(&message).await.unwrap();
 
     let job = wait_for(app, &location, |j| j["status"] == "Succeeded").await;
     assert_eq!(job["orderCount"], 3);
-    let download = app.get(&format!("{location}/download")).send().await.unwrap();
+    let download = app
+        .get(&format!("{location}/download"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(download.status(), 302);
     let link = header(&download, "location");
     assert!(link.contains("sig=") && link.contains("sp=r"), "{link}");
@@ -331,7 +406,12 @@ async fn export_completes_through_the_invocation_payload_on_azurite() {
     // A redelivered message (the host retried after a lost reply) changes nothing.
     let (status, reply) = invoke(app, &message, Encoding::Once).await;
     assert_eq!(status, 200);
-    assert!(reply["Logs"][0].as_str().unwrap().contains("already finished"));
+    assert!(
+        reply["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("already finished")
+    );
     let after = wait_for(app, &location, |_| true).await;
     assert_eq!(after, job);
 }
@@ -349,7 +429,10 @@ async fn failed_attempts_are_retried_and_the_last_marks_the_job_failed() {
         assert_eq!(message.dequeue_count, attempt);
         let (status, reply) = invoke(app, &message, Encoding::Once).await;
         if attempt < 5 {
-            assert!(status >= 500, "attempt {attempt} must fail for a retry: {reply}");
+            assert!(
+                status >= 500,
+                "attempt {attempt} must fail for a retry: {reply}"
+            );
             let job = wait_for(app, &location, |_| true).await;
             assert_eq!(job["status"], "Running");
         } else {
@@ -360,7 +443,11 @@ async fn failed_attempts_are_retried_and_the_last_marks_the_job_failed() {
     let job = wait_for(app, &location, |_| true).await;
     assert_eq!(job["status"], "Failed");
     assert!(job["completedAt"].is_string());
-    let download = app.get(&format!("{location}/download")).send().await.unwrap();
+    let download = app
+        .get(&format!("{location}/download"))
+        .send()
+        .await
+        .unwrap();
     assert_error(download, 409, "Conflict").await;
 }
 
