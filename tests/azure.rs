@@ -445,3 +445,28 @@ async fn identity_connections_sign_links_with_a_cached_user_delegation_key() {
     }
     assert_eq!(requests.load(Ordering::SeqCst), 1, "the key is reused");
 }
+
+/// The worker marks a job failed on delivery `MAX_ATTEMPTS`, and enqueues Base64: host.json must
+/// agree (its defaults do: maxDequeueCount 5, messageEncoding base64).
+#[test]
+fn host_json_queue_settings_agree_with_the_worker() {
+    let host: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/host.json")).unwrap(),
+    )
+    .unwrap();
+    let queues = &host["extensions"]["queues"];
+    if let Some(count) = queues.get("maxDequeueCount") {
+        assert_eq!(
+            count.as_u64(),
+            Some(u64::from(orders_api::exports::MAX_ATTEMPTS))
+        );
+    }
+    if let Some(encoding) = queues.get("messageEncoding") {
+        assert!(
+            encoding
+                .as_str()
+                .is_some_and(|e| e.eq_ignore_ascii_case("base64")),
+            "messages are enqueued Base64; host.json says {encoding}"
+        );
+    }
+}

@@ -177,6 +177,13 @@ async fn exports_are_validated_and_owner_isolated() {
     assert_error(unknown, 404, "NotFound").await;
     let anonymous = app.anonymous("GET", &location).send().await.unwrap();
     assert_error(anonymous, 401, "Unauthorized").await;
+    let csv_only = app
+        .get(&location)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_error(csv_only, 406, "NotAcceptable").await;
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,7 +22,7 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::exports::{Outcome, WorkerError};
 use crate::functions::invocation::{InvocationRequest, InvocationResponse};
 use crate::http::json::ApiJson;
-use crate::http::render;
+use crate::http::{negotiate, render};
 use crate::store::StoreError;
 use crate::store::exports::{ExportMessage, FileLocation};
 
@@ -39,7 +40,22 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_export))
         .routes(routes!(get_export))
+        .layer(middleware::from_fn(require_json_accept))
+        // A redirect has no representation to negotiate: any Accept may follow it.
         .routes(routes!(download_export))
+}
+
+/// 406 when the client accepts no JSON: the job is only available as JSON.
+async fn require_json_accept(req: Request, next: Next) -> Response {
+    if negotiate::accepts(req.headers(), negotiate::JSON) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Exports are described as application/json only.",
+        )
+        .into_response()
+    }
 }
 
 /// Routes outside the OpenAPI document: the memory-mode file and the worker invocation.
@@ -159,6 +175,7 @@ fn job_response(status: StatusCode, job: &ExportJob) -> Response {
         (status = 400, description = "Malformed or invalid body.", body = ErrorBody),
         (status = 401, description = "No valid bearer token.", body = ErrorBody),
         (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
+        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
         (status = 408, description = "The body arrived too slowly.", body = ErrorBody),
         (status = 413, description = "The body is too large.", body = ErrorBody),
         (status = 415, description = "The body is not JSON.", body = ErrorBody),
@@ -231,6 +248,7 @@ pub async fn create_export(
             headers(("Retry-After" = u64, description = "While unfinished: seconds to wait before polling again."))),
         (status = 401, description = "No valid bearer token.", body = ErrorBody),
         (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
+        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
         (status = 404, description = "No such export for this caller.", body = ErrorBody),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
