@@ -63,7 +63,11 @@ pub fn init(config: &Config) -> Telemetry {
                     // every span and event.
                     .with_threads(false)
                     .with_location(false)
+                    .with_target(false)
                     .with_tracked_inactivity(false)
+                    // Parents come from the tracing span tree; no OpenTelemetry context is
+                    // swapped in and out on every poll of a request.
+                    .with_context_activation(false)
                     // Exceptions are recorded explicitly for 500s ([`record_exception`]), not
                     // guessed from fields named `error`.
                     .with_error_events_to_exceptions(false)
