@@ -470,3 +470,120 @@ fn host_json_queue_settings_agree_with_the_worker() {
         );
     }
 }
+
+/// The Functions host, emulated around the real binary: it sets FUNCTIONS_CUSTOMHANDLER_PORT
+/// (so the handler runs no poller of its own), forwards HTTP requests, dequeues the export
+/// message itself and posts the invocation payload to `/export-worker`.
+#[tokio::test]
+async fn export_completes_through_the_emulated_functions_host() {
+    let azurite = Azurite::start().await;
+    let storage = azurite.connection_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let handler = Handler::start(&[
+        ("AzureWebJobsStorage", storage.as_str()),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", port.as_str()),
+    ]);
+    let base = handler.base();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(
+        client
+            .get(format!("{base}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let user = subject();
+    let forward = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token(&user))
+            .header(
+                "x-azure-functions-invocationid",
+                "6a1b6c0e-0000-4000-8000-000000000001",
+            )
+            .header("x-functions-key", "host-key")
+    };
+    let created = forward(reqwest::Method::POST, "/api/orders")
+        .json(&sample_order())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", handler.stderr());
+    let accepted = forward(reqwest::Method::POST, "/api/exports")
+        .json(&json!({"format": "ndjson"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let location = header(&accepted, "location");
+
+    // The host's queue trigger: receive, decode, invoke, delete on success.
+    let queue = azure::StorageJobQueue::new(
+        azure_support::client_for(&storage),
+        &Names::default().export_queue,
+    );
+    use orders_api::store::exports::JobQueue;
+    let mut message = None;
+    for _ in 0..400 {
+        if let Some(m) = queue
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .pop()
+        {
+            message = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = message.expect("the export message is on the queue, untouched by the handler");
+    let invocation = client
+        .post(format!("{base}/export-worker"))
+        .json(&json!({
+            "Data": {"job": serde_json::to_string(&message.text).unwrap()},
+            "Metadata": {
+                "DequeueCount": message.dequeue_count,
+                "Id": message.id,
+                "PopReceipt": message.pop_receipt,
+                "sys": {"MethodName": "export-worker"}
+            }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invocation.status(), 200, "{}", handler.stderr());
+    let reply: Value = invocation.json().await.unwrap();
+    assert_eq!(reply["ReturnValue"], Value::Null);
+    assert!(
+        reply["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("succeeded with 1 orders")
+    );
+    queue.delete(&message).await.unwrap();
+
+    let job: Value = forward(reqwest::Method::GET, &location)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "Succeeded");
+    let download = forward(reqwest::Method::GET, &format!("{location}/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 302);
+    let file = reqwest::get(header(&download, "location")).await.unwrap();
+    assert_eq!(file.text().await.unwrap().lines().count(), 1);
+}
