@@ -7,7 +7,7 @@
 #                              and AZURITE_PID
 #   scripts/azurite.sh stop    stops the instance started by `start` (AZURITE_PID)
 #
-# Usage: eval "$(scripts/azurite.sh start)"; trap 'scripts/azurite.sh stop' EXIT
+# Usage: env="$(scripts/azurite.sh start)" && eval "$env"; trap 'scripts/azurite.sh stop' EXIT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

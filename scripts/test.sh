@@ -9,7 +9,9 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== Azurite (storage emulator for the Azure-backed tests)"
-eval "$(scripts/azurite.sh start)"
+# An assignment keeps the start's exit status, so a failed start stops here (eval would not).
+azurite_env="$(scripts/azurite.sh start)"
+eval "$azurite_env"
 trap 'scripts/azurite.sh stop' EXIT
 
 echo "== conformance (schemathesis against the live OpenAPI document)"
