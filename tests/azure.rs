@@ -230,14 +230,24 @@ async fn storage_outage_gives_503_and_recovery_needs_no_restart() {
 
 /// A fake storage endpoint: every request gets `answer` (raw HTTP), or no answer at all.
 async fn fake_storage(answer: Option<&'static str>) -> String {
+    fake_storage_counting(answer).await.0
+}
+
+/// [`fake_storage`], also counting the requests (one per connection) it receives.
+async fn fake_storage_counting(
+    answer: Option<&'static str>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             match answer {
                 Some(text) => {
                     tokio::spawn(async move {
@@ -254,13 +264,14 @@ async fn fake_storage(answer: Option<&'static str>) -> String {
             }
         }
     });
-    format!(
+    let connection_string = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
          TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;\
          QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;\
          BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;",
         key = azure::connection::DEVELOPMENT_KEY
-    )
+    );
+    (connection_string, count)
 }
 
 #[tokio::test]
@@ -302,16 +313,46 @@ async fn storage_past_its_deadline_gives_504() {
 }
 
 #[tokio::test]
-async fn storage_busy_answers_are_retried_then_give_503() {
-    let storage = fake_storage(Some(
-        "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    ))
-    .await;
-    let app = spawn_on(&storage, azure_support::test_timing()).await;
-    let id = orders_api::domain::OrderId::generate();
-    let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
-    assert!(read.headers().contains_key("retry-after"));
-    assert_error(read, 503, "ServiceUnavailable").await;
+async fn transient_storage_answers_are_retried_then_mapped() {
+    let cases: [(&'static str, u16, &str); 4] = [
+        (
+            "HTTP/1.1 503 Service Unavailable\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            503,
+            "ServiceUnavailable",
+        ),
+        (
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            503,
+            "ServiceUnavailable",
+        ),
+        (
+            "HTTP/1.1 500 Internal Server Error\r\nx-ms-error-code: InternalError\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            502,
+            "BadGateway",
+        ),
+        (
+            "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            504,
+            "GatewayTimeout",
+        ),
+    ];
+    for (answer, status, error) in cases {
+        let (storage, requests) = fake_storage_counting(Some(answer)).await;
+        let timing = azure_support::test_timing();
+        let app = spawn_on(&storage, timing).await;
+        let id = orders_api::domain::OrderId::generate();
+        let read = app.get(&format!("/api/orders/{id}")).send().await.unwrap();
+        if status == 503 {
+            assert!(read.headers().contains_key("retry-after"));
+        }
+        assert_error(read, status, error).await;
+        // Every attempt was made (the table's creation, the first call, failed each time).
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            timing.max_attempts as usize,
+            "{answer}"
+        );
+    }
 }
 
 #[test]
