@@ -628,3 +628,103 @@ async fn export_completes_through_the_emulated_functions_host() {
     let file = reqwest::get(header(&download, "location")).await.unwrap();
     assert_eq!(file.text().await.unwrap().lines().count(), 1);
 }
+
+/// A proxy in front of Azurite's table port that closes every upstream connection after one
+/// request, and swallows the reply to the first request whose request line starts with
+/// `drop_line`: the write happens, but the client never hears of it.
+async fn reply_losing_proxy(
+    upstream: u16,
+    drop_line: String,
+) -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let seen = dropped.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let dropped = dropped.clone();
+            let drop_line = drop_line.clone();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 65536];
+                let n = client.read(&mut first).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&first[..n]).into_owned();
+                // One request per upstream connection: then the response ends at EOF.
+                let forwarded = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = server.write_all(forwarded.as_bytes()).await;
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let lose = text.starts_with(&drop_line) && !dropped.swap(true, Ordering::SeqCst);
+                if lose {
+                    let mut sink = Vec::new();
+                    let _ = server_read.read_to_end(&mut sink).await;
+                    // Dropping the client's socket here: the reply is lost.
+                } else {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    let _ = client_write.shutdown().await;
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn a_write_whose_reply_was_lost_is_not_reported_as_a_conflict() {
+    use orders_api::store::OrderStore;
+    let shared = azure_support::connection_string();
+    let table_port: u16 = shared
+        .split("TableEndpoint=http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test connection string has an explicit TableEndpoint");
+    let names = azure_support::unique_names();
+    let (proxy, lost) = reply_losing_proxy(
+        table_port,
+        format!("POST /devstoreaccount1/{} ", names.orders_table),
+    )
+    .await;
+    let account = StorageAccount::from_connection_string(&format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};TableEndpoint=http://127.0.0.1:{proxy}/devstoreaccount1;",
+        azure::connection::DEVELOPMENT_KEY
+    ))
+    .unwrap();
+    let client = azure::connect(account, azure_support::test_timing()).unwrap();
+    let store = azure::TableOrderStore::new(client, &names.orders_table);
+
+    let items = [orders_api::domain::ItemInput {
+        sku: "A-1",
+        quantity: 1,
+        unit_price: "1.00",
+    }];
+    let new = orders_api::domain::NewOrder::parse(&items, "EUR").unwrap();
+    let order = orders_api::domain::Order::create(&subject(), new, time::OffsetDateTime::now_utc());
+    // The first insert's reply is lost; the retry meets the order it wrote itself.
+    let stored = store.insert(&order).await.unwrap();
+    assert!(
+        lost.load(std::sync::atomic::Ordering::SeqCst),
+        "a reply was lost"
+    );
+    let read = store.get(&order.owner, &order.id).await.unwrap().unwrap();
+    assert_eq!(read, stored, "the returned ETag is the stored one");
+    // Without a lost reply, a duplicate is still a conflict.
+    assert!(matches!(
+        store.insert(&order).await,
+        Err(orders_api::store::StoreError::AlreadyExists)
+    ));
+}

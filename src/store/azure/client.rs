@@ -106,6 +106,9 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// An earlier attempt of this call failed in a way that does not prove it had no effect
+    /// (its reply was lost or was a 5xx): a conflict now may be with that attempt's own write.
+    pub retried: bool,
 }
 
 impl Reply {
@@ -216,7 +219,12 @@ impl StorageClient {
             }
             let failure = match tokio::time::timeout(remaining, self.attempt(call)).await {
                 Err(_) => return Err(timeout(call, started)),
-                Ok(Ok(reply)) if !is_transient(reply.status) => return Ok(reply),
+                Ok(Ok(reply)) if !is_transient(reply.status) => {
+                    return Ok(Reply {
+                        retried: attempt > 1,
+                        ..reply
+                    });
+                }
                 Ok(Ok(reply)) => status_failure(call, &reply),
                 Ok(Err(error)) => error,
             };
@@ -300,6 +308,7 @@ impl StorageClient {
             status,
             headers,
             body,
+            retried: false,
         })
     }
 }

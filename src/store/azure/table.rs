@@ -107,6 +107,7 @@ impl Table {
         row_key: &str,
         properties: Map<String, Value>,
     ) -> Result<String, StoreError> {
+        let sent = properties.clone();
         let mut entity = properties;
         entity.insert("PartitionKey".into(), Value::from(partition_key));
         entity.insert("RowKey".into(), Value::from(row_key));
@@ -126,6 +127,7 @@ impl Table {
             .await?;
         match reply.status.as_u16() {
             201 | 204 => etag_of(&reply, "InsertEntity"),
+            409 if reply.retried => self.written_by_us(partition_key, row_key, &sent).await,
             409 => Err(StoreError::AlreadyExists),
             _ => Err(reply.unexpected("InsertEntity")),
         }
@@ -169,6 +171,7 @@ impl Table {
         properties: Map<String, Value>,
         if_match: Option<&str>,
     ) -> Result<String, StoreError> {
+        let sent = properties.clone();
         let mut entity = properties;
         entity.insert("PartitionKey".into(), Value::from(partition_key));
         entity.insert("RowKey".into(), Value::from(row_key));
@@ -192,8 +195,33 @@ impl Table {
         match reply.status.as_u16() {
             200 | 204 => etag_of(&reply, "UpdateEntity"),
             404 => Err(StoreError::NotFound),
+            412 if reply.retried => self
+                .written_by_us(partition_key, row_key, &sent)
+                .await
+                .map_err(|_| StoreError::EtagMismatch),
             412 => Err(StoreError::EtagMismatch),
             _ => Err(reply.unexpected("UpdateEntity")),
+        }
+    }
+
+    /// After a conflict on a retried write: the entity's ETag if it holds exactly what was
+    /// sent, which means the earlier attempt whose reply was lost did the write. Otherwise
+    /// someone else's write stands: `AlreadyExists`.
+    async fn written_by_us(
+        &self,
+        partition_key: &str,
+        row_key: &str,
+        sent: &Map<String, Value>,
+    ) -> Result<String, StoreError> {
+        match self.get(partition_key, row_key).await? {
+            Some(entity)
+                if sent
+                    .iter()
+                    .all(|(name, value)| entity.properties.get(name) == Some(value)) =>
+            {
+                Ok(entity.etag)
+            }
+            _ => Err(StoreError::AlreadyExists),
         }
     }
 
