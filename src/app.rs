@@ -15,9 +15,22 @@ use crate::config::Config;
 use crate::store::OrderStore;
 use crate::store::memory::MemoryStore;
 
-/// State every handler can reach.
+/// State every handler can reach. One `Arc`, so that handing it to a handler (which axum does
+/// for every request) costs one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Clone)]
+pub struct StateParts {
     pub config: Arc<Config>,
     pub store: Arc<dyn OrderStore>,
     /// Checks bearer tokens (see [`crate::auth`]).
@@ -33,7 +46,7 @@ pub struct AppState {
 impl AppState {
     /// The state for `config` over `store`.
     pub fn new(config: Config, store: Arc<dyn OrderStore>) -> Self {
-        Self {
+        Self(Arc::new(StateParts {
             auth: crate::auth::Auth::new(&config.auth),
             rate_limits: crate::http::rate_limit::CallerLimits::new(
                 config.rate_limit_per_minute,
@@ -43,7 +56,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             exports: crate::exports::Exports::in_memory(),
-        }
+        }))
     }
 
     /// The state for `config` with the stores its settings select: Azure Storage when
@@ -54,7 +67,7 @@ impl AppState {
     }
 
     pub fn with_exports(mut self, exports: crate::exports::Exports) -> Self {
-        self.exports = exports;
+        Arc::make_mut(&mut self.0).exports = exports;
         self
     }
 

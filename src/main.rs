@@ -5,12 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use orders_api::app::{self, AppState};
 use orders_api::config::Config;
 use orders_api::{functions, openapi, routes, telemetry};
 
 #[derive(Parser)]
-#[command(name = "handler", version, about = "Orders API: Azure Functions custom handler")]
+#[command(
+    name = "handler",
+    version,
+    about = "Orders API: Azure Functions custom handler"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -86,7 +93,10 @@ fn serve() -> ExitCode {
     };
     // Before the async runtime exists: the exporter's HTTP client must not start on it.
     let telemetry = telemetry::init(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("handler: cannot start the async runtime: {error}");
@@ -109,7 +119,9 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     if config.fault_injection {
-        tracing::warn!("fault injection is on: /api/faults/* can make this service fail on purpose");
+        tracing::warn!(
+            "fault injection is on: /api/faults/* can make this service fail on purpose"
+        );
     }
     let grace = config.shutdown_grace;
     let serve_options = app::ServeOptions::from(&config);
@@ -216,7 +228,10 @@ fn check_functions(root: &std::path::Path) -> ExitCode {
     let (loaded, mut problems) = functions::check::load(root);
     problems.extend(functions::check::check(&loaded, &routes::catalog()));
     if problems.is_empty() {
-        println!("functions check: {} function folders agree with the handler's routes", loaded.len());
+        println!(
+            "functions check: {} function folders agree with the handler's routes",
+            loaded.len()
+        );
         ExitCode::SUCCESS
     } else {
         for problem in &problems {

@@ -221,7 +221,7 @@ async fn patch_edits_items_while_pending_and_recomputes_the_total() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["total"], "10");
+    assert_eq!(body["total"], "10.00");
     assert_eq!(body["currency"], "USD");
     assert_ne!(body["updatedAt"], body["createdAt"]);
 }

@@ -194,12 +194,12 @@ impl Order {
 }
 
 fn total_of(items: &[LineItem]) -> Decimal {
-    // At most 100 items × 10 000 × 1e9 stays far inside Decimal's 28 digits.
+    // At most 100 items × 10 000 × 1e9 stays far inside Decimal's 28 digits. The scale of the
+    // prices is kept ("1.00" × 1 is "1.00"), as a client writing cents expects cents back.
     items
         .iter()
         .map(|item| item.unit_price.amount() * Decimal::from(item.quantity.get()))
         .sum::<Decimal>()
-        .normalize()
 }
 
 /// A validated partial update.

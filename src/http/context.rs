@@ -33,9 +33,10 @@ impl RequestContext {
             .filter(|v| is_acceptable_request_id(v))
             .cloned()
             .unwrap_or_else(|| {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
                 // infallible: a hyphenated UUID is always a valid header value.
-                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+                HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
             });
         Self {
             trace_id,
@@ -48,18 +49,19 @@ impl RequestContext {
 /// Middleware: attaches a [`RequestContext`] (unless an outer layer already did) and echoes
 /// `x-request-id` on the response.
 pub async fn attach(mut req: Request, next: Next) -> Response {
-    let context = match req.extensions().get::<RequestContext>() {
-        Some(existing) => existing.clone(),
+    let request_id = match req.extensions().get::<RequestContext>() {
+        Some(existing) => existing.request_id.clone(),
         None => {
             let context = RequestContext::from_headers(req.headers());
-            req.extensions_mut().insert(context.clone());
-            context
+            let request_id = context.request_id.clone();
+            req.extensions_mut().insert(context);
+            request_id
         }
     };
     let mut response = next.run(req).await;
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), context.request_id);
+        .insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 
