@@ -34,7 +34,12 @@ impl RequestContext {
             .cloned()
             .unwrap_or_else(|| {
                 let mut buffer = uuid::Uuid::encode_buffer();
-                let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+                // From the thread's seeded generator: `Uuid::new_v4` asks the OS (a system call)
+                // for every id.
+                let id = uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .hyphenated()
+                    .encode_lower(&mut buffer);
                 // infallible: a hyphenated UUID is always a valid header value.
                 HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
             });
