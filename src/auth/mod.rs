@@ -150,14 +150,10 @@ impl FromRef<crate::app::AppState> for Auth {
 #[derive(Clone)]
 struct Authenticated(Result<Caller, AuthError>);
 
-/// Middleware: authenticates a request that carries credentials, before its body is read and
-/// before rate limiting (which keys on the caller). The outcome is kept for the [`Caller`]
-/// extractor; this layer rejects nothing, so anonymous routes stay anonymous.
-pub async fn identify(
-    axum::extract::State(auth): axum::extract::State<Auth>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Authenticates a request that carries credentials, before its body is read and before rate
+/// limiting (which keys on the caller). The outcome is kept for the [`Caller`] extractor; this
+/// rejects nothing, so anonymous routes stay anonymous.
+pub async fn identify(auth: &Auth, req: &mut axum::extract::Request) {
     if req.headers().contains_key(header::AUTHORIZATION) {
         let outcome = auth.authenticate(req.headers()).await;
         if let Ok(caller) = &outcome {
@@ -165,7 +161,6 @@ pub async fn identify(
         }
         req.extensions_mut().insert(Authenticated(outcome));
     }
-    next.run(req).await
 }
 
 /// Why a request was not authenticated.

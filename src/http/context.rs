@@ -3,8 +3,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 use rand::Rng;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,10 +49,10 @@ impl RequestContext {
     }
 }
 
-/// Middleware: attaches a [`RequestContext`] (unless an outer layer already did) and echoes
-/// `x-request-id` on the response.
-pub async fn attach(mut req: Request, next: Next) -> Response {
-    let request_id = match req.extensions().get::<RequestContext>() {
+/// The request's [`RequestContext`] (attaching one unless an outer layer already did), and the
+/// `x-request-id` to echo on its response.
+pub fn ensure(req: &mut Request) -> HeaderValue {
+    match req.extensions().get::<RequestContext>() {
         Some(existing) => existing.request_id.clone(),
         None => {
             let context = RequestContext::from_headers(req.headers());
@@ -62,12 +60,7 @@ pub async fn attach(mut req: Request, next: Next) -> Response {
             req.extensions_mut().insert(context);
             request_id
         }
-    };
-    let mut response = next.run(req).await;
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id);
-    response
+    }
 }
 
 /// A client's request id is echoed only when it is short printable ASCII, so it cannot be used

@@ -1,19 +1,16 @@
 //! HTTP middleware. The stack, outermost first:
 //!
-//! 0. [`crate::telemetry::request::trace_requests`]: the request span (Request telemetry), which
+//! 1. [`crate::telemetry::request::trace_requests`]: the request span (Request telemetry), which
 //!    also decides the request's trace id.
-//! 1. [`context::attach`]: trace id and `x-request-id` for every request.
-//! 2. [`render::render_errors`]: the one error renderer; everything below may return bare
-//!    error statuses and they still leave with the JSON body.
-//! 3. [`reject_unknown_methods`]: 501 for methods HTTP does not define, before routing turns
-//!    them into 405.
-//! 4. [`crate::auth::identify`]: authenticates a bearer token once, before any body is read;
-//!    handlers see the outcome through the `Caller` extractor.
-//! 5. [`rate_limit::limit`]: 429 per caller (owner, else client address).
-//! 6. [`shed::shed`]: 503 beyond the concurrency limit, except for `/` and `/api/health`.
-//! 7. Panic catching: a panic becomes a 500 and the process keeps serving.
-//! 8. The request deadline: 504 once `ORDERS_REQUEST_TIMEOUT_MS` has passed.
-//! 9. [`json::BodyPolicy`] for the extractors that read bodies (413, 408).
+//! 2. [`frame`]: request id and context, 431/501 for what no route could serve, the body policy
+//!    for the extractors that read bodies (413, 408), and on the way out the one error renderer
+//!    ([`render`]): everything below may return bare error statuses and they still leave with
+//!    the JSON body.
+//! 3. [`admit`]: authenticates a bearer token once, before any body is read (handlers see the
+//!    outcome through the `Caller` extractor); 429 per caller ([`rate_limit`]); 503 beyond the
+//!    concurrency limit ([`shed`]). `/` and `/api/health` skip it.
+//! 4. Panic catching: a panic becomes a 500 and the process keeps serving.
+//! 5. The request deadline: 504 once `ORDERS_REQUEST_TIMEOUT_MS` has passed.
 
 pub mod conditional;
 pub mod context;
@@ -26,7 +23,7 @@ pub mod render;
 pub mod shed;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,29 +40,79 @@ pub fn apply_stack(
     limits: rate_limit::CallerLimits,
 ) -> Router {
     panic::install_hook();
+    let body_policy = json::BodyPolicy {
+        max_bytes: config.max_body_bytes,
+        timeout: config.body_timeout,
+    };
+    let admission = Admission {
+        auth,
+        limits,
+        shedder: shed::Shedder::new(config.max_concurrency),
+    };
     // `Router::layer` wraps every route and the fallback; the last layer added is outermost.
+    // Few layers on purpose: each one costs clones and a boxed future per request.
     router
-        .layer(axum::Extension(json::BodyPolicy {
-            max_bytes: config.max_body_bytes,
-            timeout: config.body_timeout,
-        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             config.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic::to_response))
-        .layer(middleware::from_fn_with_state(
-            shed::Shedder::new(config.max_concurrency),
-            shed::shed,
-        ))
-        .layer(middleware::from_fn_with_state(limits, rate_limit::limit))
-        .layer(middleware::from_fn_with_state(auth, crate::auth::identify))
-        .layer(middleware::from_fn(reject_unknown_methods))
-        .layer(middleware::from_fn(render::render_errors))
-        .layer(middleware::from_fn(context::attach))
+        .layer(middleware::from_fn_with_state(admission, admit))
+        .layer(middleware::from_fn_with_state(body_policy, frame))
         .layer(middleware::from_fn(
             crate::telemetry::request::trace_requests,
         ))
+}
+
+/// Every request's frame: its request id and context, the checks no route could pass (431, 501),
+/// the body policy for extractors, and the one error renderer on the way out.
+async fn frame(
+    State(body_policy): State<json::BodyPolicy>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let request_id = context::ensure(&mut req);
+    let errors = render::ErrorContext::capture(&req);
+    let response = match unserviceable(&req) {
+        Some(error) => error.into_response(),
+        None => {
+            req.extensions_mut().insert(body_policy);
+            next.run(req).await
+        }
+    };
+    let mut response = render::render(response, errors);
+    response
+        .headers_mut()
+        .insert(context::X_REQUEST_ID.clone(), request_id);
+    response
+}
+
+/// Who may come in: authentication (recorded, not enforced: routes decide), the caller's rate
+/// limit, and a concurrency permit. The readiness probe and health skip the last two.
+#[derive(Clone)]
+struct Admission {
+    auth: crate::auth::Auth,
+    limits: rate_limit::CallerLimits,
+    shedder: shed::Shedder,
+}
+
+async fn admit(State(admission): State<Admission>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/" || path == "/api/health" {
+        return next.run(req).await;
+    }
+    crate::auth::identify(&admission.auth, &mut req).await;
+    let quota = match admission.limits.admit(&req) {
+        Ok(quota) => quota,
+        Err(limited) => return limited.into_response(),
+    };
+    let _permit = match admission.shedder.enter() {
+        Ok(permit) => permit,
+        Err(shed) => return shed.into_response(),
+    };
+    let mut response = next.run(req).await;
+    quota.apply(response.headers_mut());
+    response
 }
 
 /// Request headers beyond this size get 431 (rendered like every error). hyper's own, larger
@@ -79,18 +126,16 @@ fn header_bytes(req: &Request) -> usize {
         .sum()
 }
 
-/// 431 for oversized headers, and 501 for a method that is not one of HTTP's own (`PURGE`, `BREW`): the service does not
-/// recognise it anywhere. Known methods on a route that does not offer them get 405.
-async fn reject_unknown_methods(req: Request, next: Next) -> Response {
-    if header_bytes(&req) > MAX_HEADER_BYTES {
-        return ApiError::new(
+/// 431 for oversized headers, and 501 for a method that is not one of HTTP's own (`PURGE`,
+/// `BREW`): the service does not recognise it anywhere. Known methods on a route that does not
+/// offer them get 405 from the router.
+fn unserviceable(req: &Request) -> Option<ApiError> {
+    if header_bytes(req) > MAX_HEADER_BYTES {
+        return Some(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("The request headers exceed {MAX_HEADER_BYTES} bytes."),
-        )
-        .into_response();
+        ));
     }
-    // QUERY (the safe method with a body, IETF httpbis) is known: the routes just don't offer it.
-    let query = Method::from_bytes(b"QUERY").ok();
     const KNOWN: [Method; 9] = [
         Method::GET,
         Method::HEAD,
@@ -102,9 +147,9 @@ async fn reject_unknown_methods(req: Request, next: Next) -> Response {
         Method::TRACE,
         Method::CONNECT,
     ];
-    if KNOWN.contains(req.method()) || query.as_ref() == Some(req.method()) {
-        next.run(req).await
-    } else {
+    // QUERY (the safe method with a body, IETF httpbis) is known: the routes just don't offer it.
+    let known = KNOWN.contains(req.method()) || req.method().as_str() == "QUERY";
+    (!known).then(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!(
@@ -112,6 +157,5 @@ async fn reject_unknown_methods(req: Request, next: Next) -> Response {
                 req.method()
             ),
         )
-        .into_response()
-    }
+    })
 }

@@ -15,10 +15,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -140,39 +138,49 @@ fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
         .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
-fn is_exempt(path: &str) -> bool {
-    path == "/" || path == "/api/health"
+/// The `RateLimit-*` headers of an admitted request.
+pub struct Allowance {
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
 }
 
-/// Middleware: 429 with `Retry-After` over the limit; `RateLimit-*` headers on every answer.
-pub async fn limit(State(limits): State<CallerLimits>, req: Request, next: Next) -> Response {
-    if is_exempt(req.uri().path()) {
-        return next.run(req).await;
+impl Allowance {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
+        headers.insert(
+            RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(self.remaining),
+        );
+        headers.insert(
+            RATELIMIT_RESET.clone(),
+            HeaderValue::from(whole_seconds(self.reset)),
+        );
     }
-    let limit = HeaderValue::from(limits.inner.per_minute);
-    match limits.check(caller_key(&req)) {
-        Decision::Allowed { remaining, reset } => {
-            let mut response = next.run(req).await;
-            let headers = response.headers_mut();
-            headers.insert(RATELIMIT_LIMIT.clone(), limit);
-            headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-            headers.insert(
-                RATELIMIT_RESET.clone(),
-                HeaderValue::from(whole_seconds(reset)),
-            );
-            response
-        }
-        Decision::Limited { retry_after } => {
-            let seconds = whole_seconds(retry_after).max(1);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Rate limit exceeded: retry in {seconds} s."),
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
-            .with_header(RATELIMIT_LIMIT.clone(), limit)
-            .with_header(RATELIMIT_REMAINING.clone(), HeaderValue::from(0u32))
-            .with_header(RATELIMIT_RESET.clone(), HeaderValue::from(seconds))
-            .into_response()
+}
+
+impl CallerLimits {
+    /// Takes one request from its caller's bucket: the headers to answer with, or 429 with
+    /// `Retry-After`.
+    pub fn admit(&self, req: &Request) -> Result<Allowance, ApiError> {
+        let limit = self.inner.per_minute;
+        match self.check(caller_key(req)) {
+            Decision::Allowed { remaining, reset } => Ok(Allowance {
+                limit,
+                remaining,
+                reset,
+            }),
+            Decision::Limited { retry_after } => {
+                let seconds = whole_seconds(retry_after).max(1);
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("Rate limit exceeded: retry in {seconds} s."),
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+                .with_header(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit))
+                .with_header(RATELIMIT_REMAINING.clone(), HeaderValue::from(0u32))
+                .with_header(RATELIMIT_RESET.clone(), HeaderValue::from(seconds)))
+            }
         }
     }
 }

@@ -8,7 +8,6 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use serde::Serialize;
 
@@ -21,20 +20,38 @@ use crate::http::negotiate;
 #[derive(Debug, Clone, Copy)]
 pub struct OwnBody;
 
-pub async fn render_errors(req: Request, next: Next) -> Response {
-    let trace_id = req
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| c.trace_id.clone())
-        .unwrap_or_default();
-    let problem_json = negotiate::prefers_problem_json(req.headers());
-    let instance = req.uri().path().to_owned();
-    let method = req.method().clone();
+/// What rendering an error for a request needs to know of it, taken before the request is
+/// handed on. Cheap: no allocation unless the client sent an `Accept` header.
+pub struct ErrorContext {
+    trace_id: Option<String>,
+    problem_json: bool,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+}
 
-    let response = next.run(req).await;
+impl ErrorContext {
+    pub fn capture(req: &Request) -> Self {
+        Self {
+            trace_id: req
+                .extensions()
+                .get::<RequestContext>()
+                .map(|c| c.trace_id.clone()),
+            problem_json: negotiate::prefers_problem_json(req.headers()),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        }
+    }
+}
+
+/// Gives an error response (status 400 or more) the service's body; other responses pass.
+pub fn render(response: Response, context: ErrorContext) -> Response {
     if response.status().as_u16() < 400 || response.extensions().get::<OwnBody>().is_some() {
         return response;
     }
+    let trace_id = context.trace_id.unwrap_or_default();
+    let instance = context.uri.path().to_owned();
+    let method = context.method;
+    let problem_json = context.problem_json;
     let (mut parts, _discarded_body) = response.into_parts();
     let error = parts
         .extensions
