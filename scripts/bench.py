@@ -22,9 +22,15 @@ RELEASE = os.path.join(ROOT, "target", "release")
 HANDLER = os.path.join(RELEASE, "handler")
 
 
+# Server and load generator each get their own core (when pinning), so neither steals the
+# other's CPU and the figures measure the server on one core. Set by main().
+SERVER_CPU = []
+CLIENT_CPU = []
+
+
 def start(argv, env, pattern):
     """Starts a process and waits for the line matching `pattern` on stdout/stderr."""
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(SERVER_CPU + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 30
     for line in process.stdout:
         match = re.search(pattern, line)
@@ -51,7 +57,7 @@ def to_ms(value):
 
 
 def wrk(url, args, headers=(), script=None):
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    argv = CLIENT_CPU + ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
     for header in headers:
         argv += ["-H", header]
     if script:
@@ -140,9 +146,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="wrk threads (default: 1 pinned, 2 unpinned)")
+    parser.add_argument("--no-pin", action="store_true", help="let server and wrk share all cores")
     parser.add_argument("--starts", type=int, default=20)
     args = parser.parse_args()
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
+    if pinned:
+        SERVER_CPU.extend(["taskset", "-c", "1"])
+        CLIENT_CPU.extend(["taskset", "-c", "0"])
+    if args.threads is None:
+        args.threads = 1 if pinned else 2
 
     results = {}
     hello, match = start([os.path.join(RELEASE, "examples", "hello")], {"PORT": "0"}, r"listening on ([\d.]+:\d+)")
@@ -171,7 +184,8 @@ def main():
         sink.shutdown()
 
     baseline = results["(a) baseline: bare axum hello"]["rps"]
-    print(f"\nwrk: {args.connections} connections, {args.threads} threads, {args.duration} s per scenario, loopback\n")
+    placement = "server pinned to CPU 1, wrk to CPU 0" if pinned else "server and wrk share all CPUs"
+    print(f"\nwrk: {args.connections} connections, {args.threads} thread(s), {args.duration} s per scenario, loopback; {placement}\n")
     print("| scenario | requests/s | p50 ms | p99 ms | vs (a) | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
