@@ -96,7 +96,7 @@ mod tests {
 
     fn identity(owner: &str, expires_at: u64) -> Identity {
         Identity {
-            owner: owner.to_owned(),
+            owner: owner.into(),
             grants: Default::default(),
             expires_at,
         }
@@ -107,7 +107,7 @@ mod tests {
         let cache = VerifiedTokens::new(10);
         let d = digest("token");
         cache.insert(d, identity("alice", 100), 1, 50);
-        assert_eq!(cache.get(&d, 99, 1).unwrap().owner, "alice");
+        assert_eq!(cache.get(&d, 99, 1).unwrap().owner.as_ref(), "alice");
         assert!(cache.get(&d, 100, 1).is_none(), "expired");
         cache.insert(d, identity("alice", 100), 1, 50);
         assert!(cache.get(&d, 60, 2).is_none(), "key set changed");

@@ -162,9 +162,9 @@ pub enum ScopeClaim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// `oid`, else `sub`.
-    pub owner: String,
+    pub owner: std::sync::Arc<str>,
     /// Scopes from `scp` and app roles from `roles`.
-    pub grants: BTreeSet<String>,
+    pub grants: std::sync::Arc<BTreeSet<String>>,
     /// `exp`, whole seconds.
     pub expires_at: u64,
 }
@@ -185,8 +185,8 @@ impl Claims {
         }
         grants.extend(self.roles.unwrap_or_default());
         Ok(Identity {
-            owner,
-            grants,
+            owner: owner.into(),
+            grants: grants.into(),
             // The claim checks accepted it as a non-negative number; fractions are cut.
             expires_at: self
                 .exp
@@ -338,11 +338,11 @@ mod tests {
         )
         .unwrap();
         let identity = claims.identity().unwrap();
-        assert_eq!(identity.owner, "o");
+        assert_eq!(identity.owner.as_ref(), "o");
         assert_eq!(identity.grants.len(), 3);
         let claims: Claims =
             serde_json::from_str(r#"{"exp": 10.5, "sub": "s", "oid": ""}"#).unwrap();
-        assert_eq!(claims.identity().unwrap().owner, "s");
+        assert_eq!(claims.identity().unwrap().owner.as_ref(), "s");
         let claims: Claims = serde_json::from_str(r#"{"exp": 10}"#).unwrap();
         assert_eq!(claims.identity(), Err(TokenRejection::NoSubject));
     }

@@ -56,10 +56,11 @@ impl Scope {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The owner of the caller's orders: the token's `oid`, else its `sub`.
-    pub owner: String,
+    /// The owner of the caller's orders: the token's `oid`, else its `sub`. Shared: callers
+    /// are cloned on every request.
+    pub owner: Arc<str>,
     /// Scopes (`scp`) and app roles (`roles`) the token grants.
-    pub scopes: BTreeSet<String>,
+    pub scopes: Arc<BTreeSet<String>>,
 }
 
 impl Caller {
@@ -430,8 +431,8 @@ mod tests {
     #[test]
     fn insufficient_scope_names_the_scope() {
         let caller = Caller {
-            owner: "alice".to_owned(),
-            scopes: ["Orders.Write".to_owned()].into(),
+            owner: "alice".into(),
+            scopes: Arc::new(["Orders.Write".to_owned()].into()),
         };
         assert!(caller.require(Scope::Write).is_ok());
         let error = caller.require(Scope::Read).unwrap_err();
@@ -457,7 +458,7 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         );
         let caller = auth.authenticate(&map).await.unwrap();
-        assert_eq!(caller.owner, "alice");
+        assert_eq!(caller.owner.as_ref(), "alice");
         assert!(caller.scopes.contains("Orders.Read"));
         assert_eq!(auth.verified_tokens(), 1);
         // Served from the cache the second time.

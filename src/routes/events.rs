@@ -40,13 +40,13 @@ async fn subscribe(
 
 async fn stream_changes(
     mut socket: WebSocket,
-    owner: String,
+    owner: std::sync::Arc<str>,
     mut changes: tokio::sync::broadcast::Receiver<OrderChanged>,
 ) {
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Ok(change) if change.order.owner == owner => {
+                Ok(change) if *change.order.owner == *owner => {
                     let message = EventMessage { kind: change.kind, order: OrderResource::from(&change.order) };
                     let Ok(text) = serde_json::to_string(&message) else { continue };
                     if socket.send(Message::text(text)).await.is_err() {
