@@ -496,20 +496,22 @@ fn host_json_queue_settings_agree_with_the_worker() {
     )
     .unwrap();
     let queues = &host["extensions"]["queues"];
-    if let Some(count) = queues.get("maxDequeueCount") {
-        assert_eq!(
-            count.as_u64(),
-            Some(u64::from(orders_api::exports::MAX_ATTEMPTS))
-        );
-    }
-    if let Some(encoding) = queues.get("messageEncoding") {
-        assert!(
-            encoding
-                .as_str()
-                .is_some_and(|e| e.eq_ignore_ascii_case("base64")),
-            "messages are enqueued Base64; host.json says {encoding}"
-        );
-    }
+    // Stated explicitly rather than left to the extension's defaults, which have changed before.
+    assert_eq!(
+        queues["maxDequeueCount"].as_u64(),
+        Some(u64::from(orders_api::exports::MAX_ATTEMPTS))
+    );
+    let encoding = &queues["messageEncoding"];
+    assert!(
+        encoding
+            .as_str()
+            .is_some_and(|e| e.eq_ignore_ascii_case("base64")),
+        "messages are enqueued Base64; host.json says {encoding}"
+    );
+    assert!(
+        queues["visibilityTimeout"].is_string(),
+        "a failed delivery waits before its retry"
+    );
 }
 
 /// The Functions host, emulated around the real binary: it sets FUNCTIONS_CUSTOMHANDLER_PORT

@@ -369,6 +369,16 @@ fn package_holds_the_functions_app_only() {
     ] {
         assert!(names.contains(&wanted), "package has {wanted}: {names:?}");
     }
+    // Every function folder goes along.
+    for entry in std::fs::read_dir(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .map(Result::unwrap)
+    {
+        if entry.path().join("function.json").is_file() {
+            let wanted = format!("{}/function.json", entry.file_name().to_string_lossy());
+            assert!(names.contains(&wanted.as_str()), "package has {wanted}");
+        }
+    }
     for name in &names {
         assert!(
             !name.starts_with("src/")
