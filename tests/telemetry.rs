@@ -300,6 +300,12 @@ async fn requests_are_named_by_route_with_their_codes_and_success() {
             false,
         ),
     ];
+    // The host's readiness probe, polled often: answered, never recorded (checked below, once
+    // the requests sent after it have arrived).
+    for _ in 0..3 {
+        let probe = client.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(probe.status(), 200);
+    }
     for (path, status, _, _) in &cases {
         let response = client
             .get(format!("{base}{path}"))
@@ -329,6 +335,14 @@ async fn requests_are_named_by_route_with_their_codes_and_success() {
         );
         assert_eq!(request["iKey"], IKEY);
     }
+
+    assert!(
+        !ingestion
+            .envelopes()
+            .iter()
+            .any(|e| kind(e) == "RequestData" && data(e)["name"] == "GET /"),
+        "no request telemetry for the readiness probe"
+    );
 
     // The owner id (never the token) is the authenticated user; the Functions invocation id is
     // a property.

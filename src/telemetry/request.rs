@@ -43,6 +43,11 @@ pub(crate) fn with_request_span(f: impl FnOnce(&tracing::Span)) {
 /// Middleware, outermost: opens the request span, decides the trace id, and records the
 /// outcome. It runs after routing (`Router::layer`), so the matched route is known.
 pub async fn trace_requests(mut req: Request, next: Next) -> Response {
+    // The Functions host polls `GET /` every 25 ms while it starts the handler, and now and then
+    // after: a request record per poll would be noise (and cost) in Application Insights.
+    if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = match &matched {
         Some(path) => path.as_str(),
