@@ -165,8 +165,8 @@ impl Config {
 
     /// Defaults only, as if no setting were present.
     pub fn defaults() -> Self {
-        // infallible: the defaults are valid by construction, which a unit test checks.
-        Self::from_lookup(|_| None).expect("default settings are valid")
+        // The defaults are valid by construction, which a unit test checks.
+        Self::from_lookup(|_| None).expect("default settings are valid") // infallible
     }
 }
 

@@ -56,6 +56,13 @@ pub fn document_json() -> String {
     text
 }
 
+/// `GET /api/openapi.json`. The document is built on first use and kept: it never changes
+/// while the process runs.
 pub async fn serve() -> Json<serde_json::Value> {
-    Json(serde_json::to_value(document()).unwrap_or_default())
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(
+        DOCUMENT
+            .get_or_init(|| serde_json::to_value(document()).unwrap_or_default())
+            .clone(),
+    )
 }
