@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::orders::{StatusName, store_failure};
 use crate::app::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::exports::{Outcome, WorkerError};
@@ -188,11 +188,10 @@ fn job_response(status: StatusCode, job: &ExportJob) -> Response {
     )
 )]
 pub async fn create_export(
-    caller: Caller,
+    Reader(caller): Reader,
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateExportRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let mut problems = Vec::new();
     let format = ExportFormat::parse(&request.format).or_else(|| {
         problems.push(FieldError::new("format", "must be ndjson or csv"));
@@ -259,11 +258,10 @@ pub async fn create_export(
     )
 )]
 pub async fn get_export(
-    caller: Caller,
+    Reader(caller): Reader,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let job = load(&state, &caller, &id).await?;
     Ok(job_response(StatusCode::OK, &job))
 }
@@ -292,11 +290,10 @@ pub async fn get_export(
     )
 )]
 pub async fn download_export(
-    caller: Caller,
+    Reader(caller): Reader,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let job = load(&state, &caller, &id).await?;
     match job.status {
         ExportStatus::Succeeded => {}
@@ -332,11 +329,10 @@ pub async fn download_export(
 
 /// The file itself, when the handler holds it (in-memory store).
 async fn read_export_file(
-    caller: Caller,
+    Reader(caller): Reader,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
     let job = load(&state, &caller, &id).await?;
     let content = match job.status {
         ExportStatus::Succeeded => state

@@ -201,7 +201,10 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
         (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
     )
 )]
 pub async fn list_orders(
@@ -296,7 +299,10 @@ pub async fn list_orders(
         (status = 422, description = "The Idempotency-Key was used with a different body.", body = ErrorBody),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
     )
 )]
 pub async fn create_order(
@@ -392,7 +398,10 @@ pub async fn create_order(
         (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
     )
 )]
 pub async fn get_order(
@@ -442,7 +451,10 @@ pub async fn get_order(
             headers(("Accept-Patch" = String, description = "The accepted patch formats."))),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
     )
 )]
 pub async fn update_order(
@@ -502,7 +514,10 @@ pub async fn update_order(
         (status = 412, description = "If-Match does not match the current ETag.", body = ErrorBody),
         (status = 429, description = "Too many requests.", body = ErrorBody),
         (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody),
+        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
+        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
     )
 )]
 pub async fn delete_order(
