@@ -351,6 +351,15 @@ async fn exercise(app: &TestApp, code: u16) -> bool {
             assert!(response.headers().contains_key("retry-after"));
             assert_error(response, 429, "TooManyRequests").await;
         }
+        431 => {
+            let response = app
+                .get("/api/orders")
+                .header("x-padding", "p".repeat(20 * 1024))
+                .send()
+                .await
+                .unwrap();
+            assert_error(response, 431, "RequestHeaderFieldsTooLarge").await;
+        }
         _ => return false,
     }
     true
