@@ -201,3 +201,37 @@ async fn ten_thousand_distinct_callers_do_not_grow_memory_without_bound() {
     // Still serving.
     assert_eq!(app.get("/api/orders").send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn the_hosts_own_calls_are_never_rate_limited() {
+    let mut config = test_config();
+    config.rate_limit_per_minute = 1;
+    let app = spawn_with(config).await;
+    // The Functions host calls from 127.0.0.1 without X-Forwarded-For: readiness probes and the
+    // export worker's invocations must not share (and exhaust) one bucket.
+    for _ in 0..5 {
+        assert_eq!(
+            app.anonymous("GET", "/").send().await.unwrap().status(),
+            200
+        );
+        let invocation = app
+            .anonymous("POST", "/export-worker")
+            .json(&serde_json::json!({"Data": {}, "Metadata": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(invocation.status(), 429);
+        assert!(!invocation.headers().contains_key("ratelimit-limit"));
+    }
+    // A client route from the same address is limited.
+    assert_eq!(
+        app.anonymous("GET", "/api/orders")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let limited = app.anonymous("GET", "/api/orders").send().await.unwrap();
+    assert_error(limited, 429, "TooManyRequests").await;
+}

@@ -8,7 +8,7 @@
 //!    the JSON body.
 //! 3. [`admit`]: authenticates a bearer token once, before any body is read (handlers see the
 //!    outcome through the `Caller` extractor); 429 per caller ([`rate_limit`]); 503 beyond the
-//!    concurrency limit ([`shed`]). `/` and `/api/health` skip it.
+//!    concurrency limit ([`shed`]). Only `/api/...` except health goes through it.
 //! 4. Panic catching: a panic becomes a 500 and the process keeps serving.
 //! 5. The request deadline: 504 once `ORDERS_REQUEST_TIMEOUT_MS` has passed.
 
@@ -88,7 +88,9 @@ async fn frame(
 }
 
 /// Who may come in: authentication (recorded, not enforced: routes decide), the caller's rate
-/// limit, and a concurrency permit. The readiness probe and health skip the last two.
+/// limit, and a concurrency permit. Only client routes (`/api/...`) are admitted this way:
+/// health must answer under load, and the Functions host's own calls (the readiness probe, the
+/// export worker's invocations, all from 127.0.0.1) must never be rate-limited into retries.
 #[derive(Clone)]
 struct Admission {
     auth: crate::auth::Auth,
@@ -98,7 +100,7 @@ struct Admission {
 
 async fn admit(State(admission): State<Admission>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == "/" || path == "/api/health" {
+    if !path.starts_with("/api/") || path == "/api/health" {
         return next.run(req).await;
     }
     crate::auth::identify(&admission.auth, &mut req).await;
