@@ -22,10 +22,10 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Serialize)]
-struct EventMessage {
+struct EventMessage<'a> {
     #[serde(rename = "type")]
     kind: ChangeKind,
-    order: OrderResource,
+    order: OrderResource<'a>,
 }
 
 /// Authenticates like every route (401/403 without upgrading), then upgrades.

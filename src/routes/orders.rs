@@ -92,63 +92,88 @@ pub struct OrderPatch {
     pub currency: Option<String>,
 }
 
+// The representations borrow from the order: building them copies nothing, and numbers and
+// times are written straight into the JSON.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ItemResource {
-    pub sku: String,
+pub struct ItemResource<'a> {
+    pub sku: &'a str,
     pub quantity: u32,
-    #[schema(example = "9.99")]
-    pub unit_price: String,
+    #[schema(value_type = String, example = "9.99")]
+    #[serde(serialize_with = "as_text")]
+    pub unit_price: rust_decimal::Decimal,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderResource {
+pub struct OrderResource<'a> {
     #[schema(example = "o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50")]
-    pub id: String,
+    pub id: &'a str,
     #[schema(value_type = StatusName)]
     pub status: OrderStatus,
-    pub currency: String,
-    pub items: Vec<ItemResource>,
+    pub currency: &'a str,
+    pub items: Vec<ItemResource<'a>>,
     /// Sum of quantity × unit price, exact, as a decimal string.
-    #[schema(example = "19.98")]
-    pub total: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[schema(value_type = String, example = "19.98")]
+    #[serde(serialize_with = "as_text")]
+    pub total: rust_decimal::Decimal,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "as_rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "as_rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
-impl From<&Order> for OrderResource {
-    fn from(order: &Order) -> Self {
-        let timestamp = |t: OffsetDateTime| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
+impl<'a> From<&'a Order> for OrderResource<'a> {
+    fn from(order: &'a Order) -> Self {
         Self {
-            id: order.id.to_string(),
+            id: order.id.as_str(),
             status: order.status,
-            currency: order.currency.as_str().to_owned(),
+            currency: order.currency.as_str(),
             items: order
                 .items
                 .iter()
                 .map(|item| ItemResource {
-                    sku: item.sku.as_str().to_owned(),
+                    sku: item.sku.as_str(),
                     quantity: item.quantity.get(),
-                    unit_price: String::from(item.unit_price),
+                    unit_price: item.unit_price.amount(),
                 })
                 .collect(),
-            total: order.total.to_string(),
-            created_at: timestamp(order.created_at),
-            updated_at: timestamp(order.updated_at),
+            total: order.total,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
         }
     }
 }
 
+/// A decimal as a JSON string (`"9.99"`), written without an intermediate `String`.
+fn as_text<S: serde::Serializer>(
+    value: &rust_decimal::Decimal,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// A time as an RFC 3339 JSON string, formatted on the stack.
+fn as_rfc3339<S: serde::Serializer>(
+    value: &OffsetDateTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut buffer = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    value
+        .format_into(&mut cursor, &time::format_description::well_known::Rfc3339)
+        .map_err(serde::ser::Error::custom)?;
+    let written = usize::try_from(cursor.position()).unwrap_or(0);
+    let text = std::str::from_utf8(&buffer[..written]).map_err(serde::ser::Error::custom)?;
+    serializer.serialize_str(text)
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderList {
-    pub value: Vec<OrderResource>,
+pub struct OrderList<'a> {
+    pub value: Vec<OrderResource<'a>>,
     /// Relative link to the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -211,7 +236,7 @@ pub async fn list_orders(
     State(state): State<AppState>,
     Reader(caller): Reader,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<OrderList>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut problems = Vec::new();
     let status = match params.status.as_deref() {
         None => None,
@@ -271,7 +296,8 @@ pub async fn list_orders(
     Ok(Json(OrderList {
         value: page.orders.iter().map(OrderResource::from).collect(),
         next_link,
-    }))
+    })
+    .into_response())
 }
 
 /// Create an order. With `Idempotency-Key`, a retry returns the first response.
