@@ -44,11 +44,11 @@ pub fn apply_stack(
         max_bytes: config.max_body_bytes,
         timeout: config.body_timeout,
     };
-    let admission = Admission {
+    let admission = Admission(std::sync::Arc::new(AdmissionParts {
         auth,
         limits,
         shedder: shed::Shedder::new(config.max_concurrency),
-    };
+    }));
     // `Router::layer` wraps every route and the fallback; the last layer added is outermost.
     // Few layers on purpose: each one costs clones and a boxed future per request.
     router
@@ -91,8 +91,11 @@ async fn frame(
 /// limit, and a concurrency permit. Only client routes (`/api/...`) are admitted this way:
 /// health must answer under load, and the Functions host's own calls (the readiness probe, the
 /// export worker's invocations, all from 127.0.0.1) must never be rate-limited into retries.
+/// One `Arc`: middleware state is cloned for every request.
 #[derive(Clone)]
-struct Admission {
+struct Admission(std::sync::Arc<AdmissionParts>);
+
+struct AdmissionParts {
     auth: crate::auth::Auth,
     limits: rate_limit::CallerLimits,
     shedder: shed::Shedder,
@@ -103,12 +106,12 @@ async fn admit(State(admission): State<Admission>, mut req: Request, next: Next)
     if !path.starts_with("/api/") || path == "/api/health" {
         return next.run(req).await;
     }
-    crate::auth::identify(&admission.auth, &mut req).await;
-    let quota = match admission.limits.admit(&req) {
+    crate::auth::identify(&admission.0.auth, &mut req).await;
+    let quota = match admission.0.limits.admit(&req) {
         Ok(quota) => quota,
         Err(limited) => return limited.into_response(),
     };
-    let _permit = match admission.shedder.enter() {
+    let _permit = match admission.0.shedder.enter() {
         Ok(permit) => permit,
         Err(shed) => return shed.into_response(),
     };
