@@ -96,12 +96,8 @@ fn dev_token() -> String {
         ])
         .output()
         .unwrap();
-    if output.status.success() {
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    } else {
-        // Before authentication exists the route takes no token at all.
-        "development".to_owned()
-    }
+    assert!(output.status.success(), "handler token: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Emulates the Functions host: it picks the port, starts the process, polls `GET /` every
