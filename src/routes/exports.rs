@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::orders::{StatusName, store_failure};
+use super::orders::StatusName;
 use crate::app::AppState;
 use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
@@ -218,7 +218,11 @@ pub async fn create_export(
         OffsetDateTime::now_utc(),
     );
     let exports = &state.exports;
-    let job = exports.jobs.insert_job(&job).await.map_err(store_failure)?;
+    let job = exports
+        .jobs
+        .insert_job(&job)
+        .await
+        .map_err(ApiError::from)?;
     let message = ExportMessage {
         owner: job.owner.clone(),
         id: job.id.clone(),
@@ -230,7 +234,7 @@ pub async fn create_export(
         if let Err(mark) = exports.jobs.replace_job(&failed, &job.etag).await {
             tracing::warn!(error = %mark, "could not mark an unqueued export as failed");
         }
-        return Err(store_failure(error));
+        return Err(ApiError::from(error));
     }
     Ok(job_response(StatusCode::ACCEPTED, &job))
 }
@@ -312,7 +316,7 @@ pub async fn download_export(
         .jobs
         .file_location(&job)
         .await
-        .map_err(store_failure)?
+        .map_err(ApiError::from)?
     {
         FileLocation::Url(url) => url,
         FileLocation::Handler => format!("/api/exports/{}/file", job.id),
@@ -340,7 +344,7 @@ async fn read_export_file(
             .jobs
             .read_file(&job)
             .await
-            .map_err(store_failure)?,
+            .map_err(ApiError::from)?,
         _ => None,
     };
     let Some(content) = content else {
@@ -468,6 +472,6 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<ExportJob, 
         .jobs
         .get_job(&caller.owner, &export_id)
         .await
-        .map_err(store_failure)?
+        .map_err(ApiError::from)?
         .ok_or_else(not_found)
 }

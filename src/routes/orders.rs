@@ -281,7 +281,7 @@ pub async fn list_orders(
                 "continuationToken",
                 "is not a token this service issued",
             )]),
-            other => store_failure(other),
+            other => ApiError::from(other),
         })?;
     let next_link = page.continuation.map(|token| {
         let mut link = format!("/api/orders?top={top}");
@@ -347,7 +347,7 @@ pub async fn create_order(
             .store
             .insert(&Order::create(&caller.owner, new_order, now))
             .await
-            .map_err(store_failure)?;
+            .map_err(ApiError::from)?;
         state.events.publish(ChangeKind::Created, &order);
         return Ok(order_response(StatusCode::CREATED, &order));
     };
@@ -357,7 +357,7 @@ pub async fn create_order(
     match store
         .claim_idempotency_key(&caller.owner, &key, &fingerprint, now)
         .await
-        .map_err(store_failure)?
+        .map_err(ApiError::from)?
     {
         Claim::Completed { fingerprint: f, .. } | Claim::InProgress { fingerprint: f }
             if f != fingerprint =>
@@ -386,7 +386,7 @@ pub async fn create_order(
                     if let Err(release) = store.release_idempotency_key(&caller.owner, &key).await {
                         tracing::warn!(error = %release, "could not release an idempotency key");
                     }
-                    return Err(store_failure(error));
+                    return Err(ApiError::from(error));
                 }
             };
             let stored = StoredResponse {
@@ -396,7 +396,7 @@ pub async fn create_order(
             store
                 .complete_idempotency_key(&caller.owner, &key, &fingerprint, &stored, now)
                 .await
-                .map_err(store_failure)?;
+                .map_err(ApiError::from)?;
             state.events.publish(ChangeKind::Created, &stored.order);
             Ok(order_response(StatusCode::CREATED, &stored.order))
         }
@@ -513,7 +513,7 @@ pub async fn update_order(
             Err(StoreError::EtagMismatch) if condition == IfMatch::Absent => continue,
             Err(StoreError::EtagMismatch) => return Err(ApiError::precondition_failed()),
             Err(StoreError::NotFound) => return Err(order_not_found(&id)),
-            Err(other) => return Err(store_failure(other)),
+            Err(other) => return Err(ApiError::from(other)),
         }
     }
     Err(ApiError::conflict(
@@ -569,7 +569,7 @@ pub async fn delete_order(
         }
         Err(StoreError::EtagMismatch) => Err(ApiError::precondition_failed()),
         Err(StoreError::NotFound) => Err(order_not_found(&id)),
-        Err(other) => Err(store_failure(other)),
+        Err(other) => Err(ApiError::from(other)),
     }
 }
 
@@ -639,32 +639,13 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<Order, ApiE
         .store
         .get(&caller.owner, &order_id)
         .await
-        .map_err(store_failure)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| order_not_found(id))
 }
 
 fn order_not_found(id: &str) -> ApiError {
     let shown: String = id.chars().take(64).collect();
     ApiError::not_found(format!("Order '{shown}' was not found."))
-}
-
-/// Maps storage failures to 502/503/504; the detail goes to telemetry only.
-pub fn store_failure(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Unavailable(_) => {
-            ApiError::unavailable("Storage is unavailable.", 5).with_internal(error)
-        }
-        StoreError::Timeout(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Storage did not answer in time.",
-        )
-        .with_internal(error),
-        StoreError::BadResponse(_) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "Storage answered unexpectedly.")
-                .with_internal(error)
-        }
-        other => ApiError::internal(other),
-    }
 }
 
 /// JSON Schema's `integer` is any number without a fractional part, so `2.0` is a valid
