@@ -18,7 +18,7 @@ KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/K
 install() {
     # The stamp is a copy of the lockfile that was installed: a changed lockfile reinstalls.
     if [ ! -x node_modules/.bin/azurite ] || ! cmp -s package-lock.json node_modules/.installed-lock.json; then
-        echo "installing Azurite (npm ci)" >&2
+        echo "installing the npm packages (npm ci: Azurite, Spectral)" >&2
         npm ci --no-audit --no-fund --loglevel=error >&2
         cp package-lock.json node_modules/.installed-lock.json
     fi
