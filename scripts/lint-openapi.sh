@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Lints the checked-in OpenAPI documents; zero errors required (warnings are printed only).
+#
+#   openapi/openapi.json      (3.1, served at /api/openapi.json)   Spectral, openapi-spec-validator
+#   openapi/openapi-3.0.json  (3.0.3 rendering for APIM import)     Spectral, openapi-spec-validator
+#
+# Spectral runs the repository's ruleset, .spectral.yaml (spectral:oas plus the OWASP ruleset,
+# with every rule switched off justified there); both come from package-lock.json (npm ci).
+# openapi-spec-validator (pinned, with its whole environment, by
+# scripts/openapi-lint-requirements.txt) validates each document against its own version's
+# schema. The 3.0 document is linted when it exists; while it does not, it is skipped with a
+# notice, or is an error with --require-3.0 (or require_30=true below, once it is checked in).
+#
+# Usage: scripts/lint-openapi.sh [--require-3.0]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+require_30=false
+for arg in "$@"; do
+  case "$arg" in
+    --require-3.0) require_30=true ;;
+    *)
+      echo "usage: $0 [--require-3.0]" >&2
+      exit 2
+      ;;
+  esac
+done
+
+doc_31=openapi/openapi.json
+doc_30=openapi/openapi-3.0.json
+
+scripts/azurite.sh install # npm ci when package-lock.json changed: Azurite and Spectral
+venv=.venv/openapi-lint
+requirements=scripts/openapi-lint-requirements.txt
+if ! cmp -s "$requirements" "$venv/installed-requirements.txt" 2>/dev/null; then
+  echo "installing openapi-spec-validator into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/installed-requirements.txt"
+fi
+
+failed=()
+spectral() {
+  echo "-- Spectral ($(node_modules/.bin/spectral --version)): $1"
+  node_modules/.bin/spectral lint --ruleset .spectral.yaml --fail-severity error --format stylish "$1" ||
+    failed+=("Spectral $1")
+}
+spec_validator() { # file, OpenAPI version
+  echo "-- openapi-spec-validator ($("$venv/bin/openapi-spec-validator" --version 2>&1)): $1 as OpenAPI $2"
+  "$venv/bin/openapi-spec-validator" --schema "$2" --validation-errors all "$1" ||
+    failed+=("openapi-spec-validator $1")
+}
+
+spectral "$doc_31"
+spec_validator "$doc_31" 3.1
+
+if [ -f "$doc_30" ]; then
+  spectral "$doc_30"
+  spec_validator "$doc_30" 3.0
+elif [ "$require_30" = true ]; then
+  echo "-- $doc_30 is missing: the 3.0.3 rendering for API Management must be checked in beside $doc_31"
+  failed+=("$doc_30 missing")
+else
+  echo "-- $doc_30 does not exist yet: skipped (--require-3.0 makes this an error)"
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo
+  echo "OpenAPI lint failed:"
+  printf '  %s\n' "${failed[@]}"
+  exit 1
+fi
+echo
+echo "OpenAPI lint: no errors"
