@@ -15,16 +15,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::orders::StatusName;
-use crate::app::AppState;
 use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
 use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::exports::{Outcome, WorkerError};
 use crate::functions::invocation::{InvocationRequest, InvocationResponse};
 use crate::http::json::ApiJson;
 use crate::http::{negotiate, render};
+use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::exports::{ExportMessage, FileLocation};
+use crate::worker::{Outcome, WorkerError};
 
 /// Seconds a client should wait before asking about an unfinished export again.
 const POLL_AFTER_SECS: u64 = 2;
@@ -401,7 +401,7 @@ async fn export_worker(State(state): State<AppState>, body: axum::body::Bytes) -
             );
         }
     };
-    match crate::exports::process(
+    match crate::worker::process(
         state.store.as_ref(),
         state.exports.jobs.as_ref(),
         &message,

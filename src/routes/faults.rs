@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
 use crate::http::query::ApiQuery;
+use crate::state::AppState;
 
 pub const PATH: &str = "/api/faults/{fault}";
 

@@ -15,7 +15,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::auth::{Caller, Reader, Writer};
 use crate::domain::{
     self, ItemInput, NewOrder, Order, OrderChange, OrderId, OrderStatus, Violation,
@@ -26,6 +25,7 @@ use crate::http::conditional::{self, IfMatch};
 use crate::http::json::{ApiJson, MergePatch};
 use crate::http::negotiate;
 use crate::http::query::ApiQuery;
+use crate::state::AppState;
 use crate::store::{Claim, ListQuery, StoreError, StoredResponse};
 
 pub fn router() -> OpenApiRouter<AppState> {
