@@ -86,6 +86,28 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     (!essence.is_empty()).then_some(essence)
 }
 
+/// One member of a JSON body read on its own: when it does not parse, its problem is kept
+/// instead of failing the whole body, so that one answer can list every problem of a request.
+#[derive(Debug)]
+pub struct Checked<T>(Result<T, String>);
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Checked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Buffered first: a member that fails must not stop the rest of the body being read.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self(T::deserialize(value).map_err(|e| e.to_string())))
+    }
+}
+
+impl<T> Checked<T> {
+    /// The value, or `None` with its problem added to `problems` under `field`.
+    pub fn or_note(self, field: &str, problems: &mut Vec<FieldError>) -> Option<T> {
+        self.0
+            .map_err(|message| problems.push(FieldError::new(field, message)))
+            .ok()
+    }
+}
+
 /// Reads the whole body within the policy's size and time limits.
 pub async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
     let policy = req
