@@ -49,6 +49,7 @@ mod tests {
     fn each_problem_names_its_parameter() {
         let params: Params = parse("top=5&status=paid").unwrap();
         assert_eq!(params.top.map(|t| t.get()), Some(5));
+        assert_eq!(params.status, Some(crate::domain::OrderStatus::Paid));
         let error = parse::<Params>("top=0").unwrap_err();
         assert_eq!(error.details()[0].field, "top");
         assert_eq!(
