@@ -14,18 +14,19 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError};
 
-/// Limits for reading request bodies, placed in the request extensions by the middleware stack.
+/// Limits for reading request bodies (`ORDERS_MAX_BODY_BYTES`, `ORDERS_BODY_TIMEOUT_MS`), placed
+/// in the request extensions by the middleware stack.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyPolicy {
     pub max_bytes: usize,
     pub timeout: Duration,
 }
 
-impl Default for BodyPolicy {
-    fn default() -> Self {
+impl From<&crate::config::Config> for BodyPolicy {
+    fn from(config: &crate::config::Config) -> Self {
         Self {
-            max_bytes: 65_536,
-            timeout: Duration::from_secs(10),
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
         }
     }
 }
@@ -110,11 +111,11 @@ impl<T> Checked<T> {
 
 /// Reads the whole body within the policy's size and time limits.
 pub async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
-    let policy = req
-        .extensions()
-        .get::<BodyPolicy>()
-        .copied()
-        .unwrap_or_default();
+    let Some(policy) = req.extensions().get::<BodyPolicy>().copied() else {
+        return Err(ApiError::internal(
+            "no body policy: the request did not pass through the middleware frame",
+        ));
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -41,10 +41,7 @@ pub fn apply_stack(
     limits: rate_limit::CallerLimits,
 ) -> Router {
     panic::install_hook();
-    let body_policy = json::BodyPolicy {
-        max_bytes: config.max_body_bytes,
-        timeout: config.body_timeout,
-    };
+    let body_policy = json::BodyPolicy::from(config);
     let admission = Admission(std::sync::Arc::new(AdmissionParts {
         auth,
         limits,

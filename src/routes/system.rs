@@ -1,5 +1,5 @@
-//! Routes for the platform rather than for clients: the Functions host's readiness probe,
-//! health, and the OpenAPI document.
+//! Routes for the platform rather than for clients: the Functions host's readiness probe and
+//! health. (The OpenAPI document is served by [`super::openapi`].)
 
 use axum::Json;
 use axum::extract::State;

@@ -84,8 +84,9 @@ impl ExportMessage {
         }
     }
 
+    /// The message as enqueued. Built as a JSON value of two strings, which always serialises.
     pub fn to_text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::json!({ "owner": self.owner, "id": self.id.as_str() }).to_string()
     }
 }
 
