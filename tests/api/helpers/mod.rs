@@ -162,7 +162,38 @@ pub async fn assert_error(response: reqwest::Response, status: u16, error: &str)
     assert!(response.headers().contains_key("x-request-id"));
     let body: Value = response.json().await.unwrap();
     assert_error_body(&body, status, error);
+    assert_error_snapshot(&body);
     body
+}
+
+/// Compares an error body with its snapshot in `tests/api/snapshots`, exactly, with what differs
+/// between runs masked: trace ids, order and export ids, seconds to wait. Snapshots are named
+/// after the test and the call's place in it (`errors__unknown_route_is_404-1`).
+pub fn assert_error_snapshot(body: &Value) {
+    thread_local! {
+        static CALLS: std::cell::RefCell<(String, usize)> = const { std::cell::RefCell::new((String::new(), 0)) };
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .replace("::", "__");
+    let name = CALLS.with(|calls| {
+        let mut calls = calls.borrow_mut();
+        if calls.0 != test {
+            *calls = (test.clone(), 0);
+        }
+        calls.1 += 1;
+        format!("{test}-{}", calls.1)
+    });
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.add_filter(r#""traceId": "[0-9a-f]{32}""#, r#""traceId": "[trace id]""#);
+    settings.add_filter(r"\bo_[0-9a-f]{32}\b", "o_[id]");
+    settings.add_filter(r"\bx_[0-9a-f]{32}\b", "x_[id]");
+    settings.add_filter(r"retry in \d+ s", "retry in [n] s");
+    settings.bind(|| insta::assert_json_snapshot!(name, body));
 }
 
 pub fn assert_error_body(body: &Value, status: u16, error: &str) {
