@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::azure::Azurite;
-use crate::helpers::{Handler, TestApp, assert_error, header, sample_order};
+use crate::helpers::{Handler, TestApp, assert_error, eventually, header, sample_order};
 use orders_api::config::Config;
 use orders_api::config::storage::StorageAccount;
 use orders_api::state::AppState;
@@ -119,9 +119,8 @@ async fn export_completes_through_the_standalone_poller() {
     assert_eq!(accepted.status(), 202, "{}", handler.stderr());
     let location = header(&accepted, "location");
 
-    let mut job = Value::Null;
-    for _ in 0..400 {
-        job = client
+    let job: Value = eventually("the export succeeding through the poller", || async {
+        let job: Value = client
             .get(format!("{base}{location}"))
             .bearer_auth(token(&user))
             .send()
@@ -131,11 +130,12 @@ async fn export_completes_through_the_standalone_poller() {
             .await
             .unwrap();
         if job["status"] == "Succeeded" {
-            break;
+            Ok(job)
+        } else {
+            Err(format!("{job}; handler: {}", handler.stderr()))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(job["status"], "Succeeded", "{}", handler.stderr());
+    })
+    .await;
     assert_eq!(job["orderCount"], 2);
     let download = client
         .get(format!("{base}{location}/download"))
@@ -577,20 +577,18 @@ async fn export_completes_through_the_emulated_functions_host() {
         &Names::default().export_queue,
     );
     use orders_api::store::exports::JobQueue;
-    let mut message = None;
-    for _ in 0..400 {
-        if let Some(m) = queue
-            .receive(1, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .pop()
-        {
-            message = Some(m);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let message = message.expect("the export message is on the queue, untouched by the handler");
+    let message = eventually(
+        "the export message on the queue, untouched by the handler",
+        || async {
+            queue
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .pop()
+                .ok_or_else(|| "an empty queue".to_owned())
+        },
+    )
+    .await;
     let invocation = client
         .post(format!("{base}/export-worker"))
         .json(&json!({

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::helpers::{TestApp, assert_error, header, sample_order};
+use crate::helpers::{TestApp, assert_error, eventually, header, sample_order};
 use async_trait::async_trait;
 use bytes::Bytes;
 use orders_api::domain::{ExportId, ExportJob};
@@ -20,18 +20,19 @@ use orders_api::store::memory::MemoryOrderStore;
 use orders_api::worker::poller::{self, PollerOptions};
 use serde_json::{Value, json};
 
-/// Polls `GET path` until `done(body)` holds; fails the test after a generous bound.
+/// Polls `GET path` until `done(body)` holds.
 async fn wait_for(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..400 {
+    eventually(&format!("{path} reaching the expected state"), || async {
         let response = app.get(path).send().await.unwrap();
         assert_eq!(response.status(), 200, "polling {path}");
         let body: Value = response.json().await.unwrap();
         if done(&body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(body.to_string())
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never reached the expected state");
+    })
+    .await
 }
 
 async fn start_export(app: &TestApp, body: Value) -> (String, Value) {
@@ -259,14 +260,11 @@ async fn invoke(app: &TestApp, message: &QueuedMessage, encoding: Encoding) -> (
 
 /// The next message, polling until one is visible (bounded).
 async fn receive_one(queue: &dyn JobQueue, visibility: Duration) -> QueuedMessage {
-    for _ in 0..400 {
+    eventually("a message on the queue", || async {
         let mut messages = queue.receive(1, visibility).await.unwrap();
-        if let Some(message) = messages.pop() {
-            return message;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no message arrived on the queue");
+        messages.pop().ok_or_else(|| "an empty queue".to_owned())
+    })
+    .await
 }
 
 struct AzureApp {

@@ -290,21 +290,19 @@ async fn exercise(app: &TestApp, code: u16) -> bool {
                     ..Default::default()
                 },
             );
-            let mut download = None;
-            for _ in 0..400 {
+            let download = crate::helpers::eventually("the export finishing", || async {
                 let response = app
                     .get(&format!("{location}/download"))
                     .send()
                     .await
                     .unwrap();
-                if response.status() == 302 {
-                    download = Some(response);
-                    break;
+                match response.status().as_u16() {
+                    302 => Ok(response),
+                    409 => Err("409: not finished yet".to_owned()),
+                    other => panic!("download answered {other}"),
                 }
-                assert_eq!(response.status(), 409, "not finished yet");
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            let download = download.expect("the export finishes");
+            })
+            .await;
             assert_eq!(header(&download, "location"), format!("{location}/file"));
         }
         401 => {

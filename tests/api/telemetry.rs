@@ -6,9 +6,8 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crate::helpers::Handler;
+use crate::helpers::{Handler, eventually};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,8 +16,6 @@ use serde_json::Value;
 
 const IKEY: &str = "00000000-0000-4000-8000-0000000000aa";
 const DEV_SECRET: &str = "telemetry-test-signing-key-0123456789-abcdefghij";
-/// Upper bound for telemetry to arrive; reaching it fails the test.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // The local ingestion endpoint
@@ -88,22 +85,13 @@ impl Ingestion {
         self.bodies.lock().unwrap().concat()
     }
 
-    /// Polls until `found` picks something out of the envelopes; fails after [`PATIENCE`].
+    /// Polls until `found` picks something out of the envelopes.
     async fn wait_for<T>(&self, what: &str, found: impl Fn(&[Value]) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        eventually(what, || async {
             let envelopes = self.envelopes();
-            if let Some(value) = found(&envelopes) {
-                return value;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "no {what} within {PATIENCE:?}; received: {}",
-                    serde_json::to_string_pretty(&envelopes).unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            found(&envelopes).ok_or_else(|| serde_json::to_string_pretty(&envelopes).unwrap())
+        })
+        .await
     }
 }
 
@@ -877,18 +865,15 @@ async fn an_unreachable_endpoint_leaves_every_response_unchanged() {
     }
 
     // The failures cost a log line, not a response.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !exporting
-        .stderr()
-        .contains("telemetry could not be delivered")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line about the unreachable endpoint: {}",
-            exporting.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("a log line about the unreachable endpoint", || async {
+        let stderr = exporting.stderr();
+        if stderr.contains("telemetry could not be delivered") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     exporting.terminate();
     let status = exporting.child.wait().unwrap();
     assert!(

@@ -121,17 +121,15 @@ impl Azurite {
             .spawn()
             .expect("start Azurite");
         self.child = Some(child);
-        for _ in 0..600 {
-            let up = self
-                .ports
+        let ports = self.ports;
+        super::eventually("Azurite accepting connections", || async move {
+            ports
                 .iter()
-                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
-            if up {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("Azurite did not start on ports {:?}", self.ports);
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+                .then_some(())
+                .ok_or_else(|| format!("ports {ports:?} not all open"))
+        })
+        .await;
     }
 
     pub fn connection_string(&self) -> String {
@@ -151,26 +149,22 @@ impl Azurite {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            for _ in 0..600 {
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = child.kill();
+            super::eventually("Azurite exiting after SIGTERM", || {
+                let exited = child.try_wait().ok().flatten().is_some();
+                async move { exited.then_some(()).ok_or_else(|| "running".to_owned()) }
+            })
+            .await;
             let _ = child.wait();
         }
-        // Wait until the ports refuse connections.
-        for _ in 0..200 {
-            let down = self
-                .ports
+        let ports = self.ports;
+        super::eventually("Azurite's ports refusing connections", || async move {
+            ports
                 .iter()
-                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err());
-            if down {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+                .then_some(())
+                .ok_or_else(|| format!("ports {ports:?} still open"))
+        })
+        .await;
     }
 
     /// Starts it again on the same ports with the same data.

@@ -133,6 +133,31 @@ impl TestApp {
     }
 }
 
+/// Longest wait for something that happens in the background (a worker, an exporter, a process
+/// starting); reaching it fails the test. It bounds a wait and decides no order.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it returns `Ok`; fails the test after [`PATIENCE`], naming `what` and the
+/// last state the probe saw (its `Err`).
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn sample_order() -> Value {
     serde_json::json!({
         "items": [{"sku": "A-1", "quantity": 2, "unitPrice": "9.99"}],
