@@ -1,4 +1,5 @@
-//! The application: shared state, the router with its OpenAPI document, and the server loop.
+//! The application: the routes under their middleware stack, the background export poller, and
+//! the server loop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,78 +13,26 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::store::OrderStore;
-use crate::store::memory::MemoryStore;
+use crate::state::AppState;
 
-/// State every handler can reach. One `Arc`, so that handing it to a handler (which axum does
-/// for every request) costs one reference count, not one per part.
-#[derive(Clone)]
-pub struct AppState(Arc<StateParts>);
-
-impl std::ops::Deref for AppState {
-    type Target = StateParts;
-
-    fn deref(&self) -> &StateParts {
-        &self.0
-    }
-}
-
-/// What [`AppState`] holds.
-#[derive(Clone)]
-pub struct StateParts {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn OrderStore>,
-    /// Checks bearer tokens (see [`crate::auth`]).
-    pub auth: crate::auth::Auth,
-    /// Per-caller rate limits of this instance.
-    pub rate_limits: crate::http::rate_limit::CallerLimits,
-    /// Order changes, for WebSocket subscribers on this instance.
-    pub events: crate::events::OrderEvents,
-    /// Export jobs: their store, files and queue.
-    pub exports: crate::exports::Exports,
-}
-
-impl AppState {
-    /// The state for `config` over `store`.
-    pub fn new(config: Config, store: Arc<dyn OrderStore>) -> Self {
-        Self(Arc::new(StateParts {
-            auth: crate::auth::Auth::new(&config.auth),
-            rate_limits: crate::http::rate_limit::CallerLimits::new(
-                config.rate_limit_per_minute,
-                config.rate_limit_max_callers,
-            ),
-            events: crate::events::OrderEvents::new(),
-            config: Arc::new(config),
-            store,
-            exports: crate::exports::Exports::in_memory(),
-        }))
-    }
-
-    /// The state for `config` with the stores its settings select: Azure Storage when
-    /// `AzureWebJobsStorage` is set, else memory. Makes no network call.
-    pub fn from_config(config: Config) -> Result<Self, String> {
-        let (store, exports) = crate::store::settings::open(&config.storage)?;
-        Ok(Self::new(config, store).with_exports(exports))
-    }
-
-    pub fn with_exports(mut self, exports: crate::exports::Exports) -> Self {
-        Arc::make_mut(&mut self.0).exports = exports;
-        self
-    }
-
-    /// The state for `config`, with the in-memory store.
-    pub fn in_memory(config: Config) -> Self {
-        Self::new(config, Arc::new(MemoryStore::new()))
-    }
-}
-
-/// The complete service: routes plus the middleware stack.
+/// The complete service: routes (with the OpenAPI document that describes them) plus the
+/// middleware stack.
 pub fn router(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
-    let (routes, _openapi) = crate::routes::split(&config);
+    let routes = crate::routes::router(&config);
     let auth = state.auth.clone();
     let limits = state.rate_limits.clone();
     crate::http::apply_stack(routes.with_state(state), &config, auth, limits)
+}
+
+/// Keeps processing export jobs in the background unless the Functions host does it (see
+/// [`crate::worker::start_background`]).
+pub fn start_worker(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    crate::worker::start_background(
+        &state.config.storage,
+        Arc::clone(&state.store),
+        state.exports.clone(),
+    )
 }
 
 /// How the server treats connections.

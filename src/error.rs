@@ -217,30 +217,6 @@ impl ApiError {
     }
 }
 
-/// Storage failures, for every route that uses a store: 503 (unreachable, with `Retry-After`),
-/// 504 (past the call's deadline), 502 (an unusable answer); anything else is a bug, 500. The
-/// store's own detail goes to telemetry only.
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match error {
-            StoreError::Unavailable(_) => {
-                ApiError::unavailable("Storage is unavailable.", 5).with_internal(error)
-            }
-            StoreError::Timeout(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "Storage did not answer in time.",
-            )
-            .with_internal(error),
-            StoreError::BadResponse(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "Storage answered unexpectedly.")
-                    .with_internal(error)
-            }
-            other => ApiError::internal(other),
-        }
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.0.status.into_response();

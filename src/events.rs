@@ -1,7 +1,7 @@
 //! Order change notifications for `GET /api/orders/events` (WebSocket). Changes are broadcast
 //! within this instance only: a client sees the changes made through the instance it is
-//! connected to. Under the Functions host (which cannot upgrade connections) the same role is
-//! played by Azure Web PubSub.
+//! connected to. Under the Functions host, which cannot upgrade connections, nothing subscribes
+//! and publishing costs nothing; this service has no Web PubSub integration for that case.
 
 use tokio::sync::broadcast;
 

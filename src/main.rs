@@ -8,9 +8,10 @@ use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use orders_api::app::{self, AppState};
+use orders_api::app;
 use orders_api::config::Config;
-use orders_api::{functions, openapi, routes, telemetry};
+use orders_api::state::AppState;
+use orders_api::{functions, routes, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -128,7 +129,7 @@ async fn run(config: Config, telemetry: telemetry::Telemetry) -> Result<(), Stri
     orders_api::auth::dev::announce(&config.auth);
     let state = AppState::from_config(config)?;
     // Keeps processing export jobs for as long as the server runs.
-    let _poller = orders_api::exports::start_background(&state);
+    let _worker = app::start_worker(&state);
     let router = app::router(state);
     tracing::info!(address = %local, "listening");
     let stop_requested = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
@@ -208,7 +209,13 @@ fn print_token(sub: String, scopes: Vec<String>, roles: Vec<String>, expires_in:
 }
 
 fn write_openapi(output: Option<PathBuf>) -> ExitCode {
-    let text = openapi::document_json();
+    let text = match routes::openapi::to_json(&routes::document()) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("handler: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match output {
         None => {
             print!("{text}");

@@ -141,12 +141,6 @@ where
     }
 }
 
-impl FromRef<crate::app::AppState> for Auth {
-    fn from_ref(state: &crate::app::AppState) -> Self {
-        state.auth.clone()
-    }
-}
-
 /// The outcome of authenticating a request, computed once by [`identify`].
 #[derive(Clone)]
 struct Authenticated(Result<Caller, AuthError>);

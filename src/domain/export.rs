@@ -36,12 +36,19 @@ impl fmt::Display for ExportId {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ExportFormat {
     /// One JSON object per order, one per line.
     Ndjson,
     /// One row per line item, with a header row.
     Csv,
+}
+
+impl TryFrom<String> for ExportFormat {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or("must be ndjson or csv")
+    }
 }
 
 impl ExportFormat {

@@ -11,7 +11,7 @@ pub use order::{
     ItemInput, LineItem, MAX_ITEMS, NewOrder, Order, OrderChange, OrderStatus, TransitionError,
     parse_items,
 };
-pub use values::{Currency, OrderId, Quantity, Sku, UnitPrice};
+pub use values::{Currency, OrderId, PageSize, Quantity, Sku, UnitPrice};
 
 /// One problem found while validating input, named by the path of the field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,10 @@ pub struct LineItem {
     pub unit_price: UnitPrice,
 }
 
+/// Where an order is in its life. Read from text (queries, bodies, storage) only as one of its
+/// lower-case names, with [`OrderStatus::EXPECTED`] as the one message for anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum OrderStatus {
     Pending,
     Paid,
@@ -43,6 +45,10 @@ impl OrderStatus {
         }
     }
 
+    /// What a status must be, for error details.
+    pub const EXPECTED: &'static str =
+        "must be one of pending, paid, shipped, delivered, cancelled";
+
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
@@ -59,6 +65,13 @@ impl OrderStatus {
                     | (Shipped, Delivered)
                     | (Pending | Paid, Cancelled)
             )
+    }
+}
+
+impl TryFrom<String> for OrderStatus {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(Self::EXPECTED)
     }
 }
 

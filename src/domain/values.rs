@@ -102,6 +102,58 @@ impl From<Quantity> for u32 {
     }
 }
 
+/// How many orders one page of a listing holds: 1 to 100, 50 unless asked otherwise. Read from
+/// a number or from text (a query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(u8);
+
+impl PageSize {
+    pub const MAX: u8 = 100;
+    const EXPECTED: &'static str = "must be a whole number from 1 to 100";
+
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+
+    fn new(value: u64) -> Result<Self, &'static str> {
+        u8::try_from(value)
+            .ok()
+            .filter(|n| (1..=Self::MAX).contains(n))
+            .map(Self)
+            .ok_or(Self::EXPECTED)
+    }
+}
+
+impl Default for PageSize {
+    fn default() -> Self {
+        Self(50)
+    }
+}
+
+impl<'de> Deserialize<'de> for PageSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = PageSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(PageSize::EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<PageSize, E> {
+                PageSize::new(value).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<PageSize, E> {
+                let value = u64::try_from(value).map_err(|_| E::custom(PageSize::EXPECTED))?;
+                self.visit_u64(value)
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<PageSize, E> {
+                let value: u64 = value.parse().map_err(|_| E::custom(PageSize::EXPECTED))?;
+                self.visit_u64(value)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// An ISO 4217 alphabetic code: three upper-case letters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

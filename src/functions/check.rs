@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::routes::{Hosting, RouteInfo};
+use super::{Hosting, RouteInfo};
 
 /// The route prefix in host.json (`extensions.http.routePrefix`).
 pub const ROUTE_PREFIX: &str = "/api";

@@ -14,18 +14,19 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError};
 
-/// Limits for reading request bodies, placed in the request extensions by the middleware stack.
+/// Limits for reading request bodies (`ORDERS_MAX_BODY_BYTES`, `ORDERS_BODY_TIMEOUT_MS`), placed
+/// in the request extensions by the middleware stack.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyPolicy {
     pub max_bytes: usize,
     pub timeout: Duration,
 }
 
-impl Default for BodyPolicy {
-    fn default() -> Self {
+impl From<&crate::config::Config> for BodyPolicy {
+    fn from(config: &crate::config::Config) -> Self {
         Self {
-            max_bytes: 65_536,
-            timeout: Duration::from_secs(10),
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
         }
     }
 }
@@ -86,13 +87,35 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     (!essence.is_empty()).then_some(essence)
 }
 
+/// One member of a JSON body read on its own: when it does not parse, its problem is kept
+/// instead of failing the whole body, so that one answer can list every problem of a request.
+#[derive(Debug)]
+pub struct Checked<T>(Result<T, String>);
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Checked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Buffered first: a member that fails must not stop the rest of the body being read.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self(T::deserialize(value).map_err(|e| e.to_string())))
+    }
+}
+
+impl<T> Checked<T> {
+    /// The value, or `None` with its problem added to `problems` under `field`.
+    pub fn or_note(self, field: &str, problems: &mut Vec<FieldError>) -> Option<T> {
+        self.0
+            .map_err(|message| problems.push(FieldError::new(field, message)))
+            .ok()
+    }
+}
+
 /// Reads the whole body within the policy's size and time limits.
 pub async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
-    let policy = req
-        .extensions()
-        .get::<BodyPolicy>()
-        .copied()
-        .unwrap_or_default();
+    let Some(policy) = req.extensions().get::<BodyPolicy>().copied() else {
+        return Err(ApiError::internal(
+            "no body policy: the request did not pass through the middleware frame",
+        ));
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -1,6 +1,6 @@
 //! HTTP middleware. The stack, outermost first:
 //!
-//! 1. [`crate::telemetry::request::trace_requests`]: the request span (Request telemetry), which
+//! 1. [`trace::trace_requests`]: the request span (Request telemetry), which
 //!    also decides the request's trace id.
 //! 2. [`frame`]: request id and context, 431/501 for what no route could serve, the body policy
 //!    for the extractors that read bodies (413, 408), and on the way out the one error renderer
@@ -21,6 +21,7 @@ pub mod query;
 pub mod rate_limit;
 pub mod render;
 pub mod shed;
+pub mod trace;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -40,10 +41,7 @@ pub fn apply_stack(
     limits: rate_limit::CallerLimits,
 ) -> Router {
     panic::install_hook();
-    let body_policy = json::BodyPolicy {
-        max_bytes: config.max_body_bytes,
-        timeout: config.body_timeout,
-    };
+    let body_policy = json::BodyPolicy::from(config);
     let admission = Admission(std::sync::Arc::new(AdmissionParts {
         auth,
         limits,
@@ -59,9 +57,7 @@ pub fn apply_stack(
         .layer(CatchPanicLayer::custom(panic::to_response))
         .layer(middleware::from_fn_with_state(admission, admit))
         .layer(middleware::from_fn_with_state(body_policy, frame))
-        .layer(middleware::from_fn(
-            crate::telemetry::request::trace_requests,
-        ))
+        .layer(middleware::from_fn(trace::trace_requests))
 }
 
 /// Every request's frame: its request id and context, the checks no route could pass (431, 501),

@@ -3,7 +3,7 @@
 //! probe and health stay answerable, so the platform does not take an overloaded instance for a
 //! dead one.
 //!
-//! A semaphore taken by the admission middleware ([`crate::http::admission`]) rather than
+//! A semaphore taken by the admission middleware (`admit` in [`crate::http`]) rather than
 //! tower's `ConcurrencyLimit` + `LoadShed`: those apply to everything below them, and these two
 //! routes must be exempt.
 

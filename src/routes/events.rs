@@ -10,10 +10,10 @@ use axum::routing::get;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
 use crate::auth::Reader;
 use crate::events::{ChangeKind, OrderChanged};
 use crate::routes::orders::OrderResource;
+use crate::state::AppState;
 
 pub const PATH: &str = "/api/orders/events";
 

@@ -15,16 +15,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::orders::StatusName;
-use crate::app::AppState;
 use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
-use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::exports::{Outcome, WorkerError};
+use crate::error::{ApiError, ErrorBody};
 use crate::functions::invocation::{InvocationRequest, InvocationResponse};
-use crate::http::json::ApiJson;
+use crate::http::json::{ApiJson, Checked};
 use crate::http::{negotiate, render};
+use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::exports::{ExportMessage, FileLocation};
+use crate::worker::{Outcome, WorkerError};
 
 /// Seconds a client should wait before asking about an unfinished export again.
 const POLL_AFTER_SECS: u64 = 2;
@@ -89,15 +89,15 @@ pub enum ExportFormatName {
     Csv,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateExportRequest {
     /// `ndjson` (one order per line) or `csv` (one line item per row).
     #[schema(value_type = ExportFormatName)]
-    pub format: String,
+    pub format: Checked<ExportFormat>,
     /// Only orders in this status.
     #[schema(value_type = Option<StatusName>)]
-    pub status: Option<String>,
+    pub status: Option<Checked<OrderStatus>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -193,20 +193,10 @@ pub async fn create_export(
     ApiJson(request): ApiJson<CreateExportRequest>,
 ) -> Result<Response, ApiError> {
     let mut problems = Vec::new();
-    let format = ExportFormat::parse(&request.format).or_else(|| {
-        problems.push(FieldError::new("format", "must be ndjson or csv"));
-        None
-    });
-    let order_status = match request.status.as_deref() {
-        None => None,
-        Some(text) => OrderStatus::parse(text).or_else(|| {
-            problems.push(FieldError::new(
-                "status",
-                "must be one of pending, paid, shipped, delivered, cancelled",
-            ));
-            None
-        }),
-    };
+    let format = request.format.or_note("format", &mut problems);
+    let order_status = request
+        .status
+        .and_then(|status| status.or_note("status", &mut problems));
     let Some(format) = format.filter(|_| problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
@@ -401,7 +391,7 @@ async fn export_worker(State(state): State<AppState>, body: axum::body::Bytes) -
             );
         }
     };
-    match crate::exports::process(
+    match crate::worker::process(
         state.store.as_ref(),
         state.exports.jobs.as_ref(),
         &message,

@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::error::{ApiError, FieldError};
 use crate::http::query::ApiQuery;
+use crate::state::AppState;
 
 pub const PATH: &str = "/api/faults/{fault}";
 
@@ -22,8 +22,12 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 struct FaultParams {
-    ms: Option<String>,
+    /// How long `slow` sleeps.
+    ms: Option<u64>,
 }
+
+/// Longest sleep `slow` takes.
+const MAX_SLOW_MS: u64 = 600_000;
 
 async fn inject(
     Path(fault): Path<String>,
@@ -38,19 +42,13 @@ async fn inject(
             )))
         }
         "slow" => {
-            let ms = match params.ms.as_deref() {
-                None => 1_000,
-                Some(text) => text
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|ms| *ms <= 600_000)
-                    .ok_or_else(|| {
-                        ApiError::validation(vec![FieldError::new(
-                            "ms",
-                            "must be a whole number from 0 to 600000",
-                        )])
-                    })?,
-            };
+            let ms = params.ms.unwrap_or(1_000);
+            if ms > MAX_SLOW_MS {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "ms",
+                    format!("must be at most {MAX_SLOW_MS}"),
+                )]));
+            }
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(Json(serde_json::json!({ "sleptMs": ms })))
         }

@@ -1,9 +1,11 @@
 //! Every route of the service, grouped by who calls it. The OpenAPI document is produced from
-//! the same chain, and the route catalog (for `handler functions check`) from both.
+//! the same chain and served by it, and the route catalog (for `handler functions check`) comes
+//! from both.
 
 pub mod events;
 pub mod exports;
 pub mod faults;
+pub mod openapi;
 pub mod orders;
 pub mod system;
 
@@ -13,12 +15,26 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::error::ApiError;
+use crate::functions::{Hosting, RouteInfo};
+use crate::state::AppState;
+use crate::store::StoreError;
 
-/// The router (without middleware) and the OpenAPI document that describes it.
+/// The routes (without middleware).
+pub fn router(config: &Config) -> Router<AppState> {
+    split(config).0
+}
+
+/// The OpenAPI document, as served (and checked in): the routes' with default settings.
+pub fn document() -> utoipa::openapi::OpenApi {
+    split(&Config::defaults()).1
+}
+
+/// The router (without middleware) and the OpenAPI document that describes it, which the router
+/// serves at `/api/openapi.json`.
 pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (documented, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+    let (documented, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         // Platform: health, for probes and operators.
         .routes(routes!(system::health))
         // Clients: the orders resource.
@@ -30,7 +46,7 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut router = documented
         // The Functions host's readiness probe.
         .route("/", get(system::readiness))
-        .route("/api/openapi.json", get(crate::openapi::serve))
+        .route("/api/openapi.json", openapi::serve(&openapi))
         .merge(orders::legacy_redirects())
         .merge(events::router())
         // The memory-mode export file and the export worker's invocation.
@@ -41,33 +57,33 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router.fallback(not_found), openapi)
 }
 
-async fn not_found(uri: axum::http::Uri) -> crate::error::ApiError {
-    crate::error::ApiError::not_found(format!("No resource at '{}'.", uri.path()))
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("No resource at '{}'.", uri.path()))
 }
 
-/// Where a route may be hosted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hosting {
-    /// Reachable through a Functions HTTP function.
-    Functions,
-    /// Served by the handler only when it runs on its own (not through the Functions host).
-    StandaloneOnly,
-    /// Called by the Functions host itself, not through an HTTP function (readiness probe).
-    Host,
-    /// The host's invocation payload for a non-HTTP function (`POST /<function name>`).
-    Invocation,
-}
-
-/// One route the Router serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteInfo {
-    /// Path template as the Router spells it, e.g. `/api/orders/{id}`.
-    pub path: String,
-    /// Upper-case methods.
-    pub methods: Vec<String>,
-    pub hosting: Hosting,
-    /// Needs no token (and no function key).
-    pub anonymous: bool,
+/// Storage failures, for every route that uses a store: 503 (unreachable, with `Retry-After`),
+/// 504 (past the call's deadline), 502 (an unusable answer); anything else is a bug, 500. The
+/// store's own detail goes to telemetry only. Here, above both, so that neither the error type
+/// nor the stores know of the other.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => {
+                ApiError::unavailable("Storage is unavailable.", 5).with_internal(error)
+            }
+            StoreError::Timeout(_) => ApiError::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                "Storage did not answer in time.",
+            )
+            .with_internal(error),
+            StoreError::BadResponse(_) => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "Storage answered unexpectedly.",
+            )
+            .with_internal(error),
+            other => ApiError::internal(other),
+        }
+    }
 }
 
 /// Every route the Router serves with every optional feature on, for checking the function

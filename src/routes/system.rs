@@ -1,5 +1,5 @@
-//! Routes for the platform rather than for clients: the Functions host's readiness probe,
-//! health, and the OpenAPI document.
+//! Routes for the platform rather than for clients: the Functions host's readiness probe and
+//! health. (The OpenAPI document is served by [`super::openapi`].)
 
 use axum::Json;
 use axum::extract::State;
@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::ErrorBody;
 use crate::http::render;
+use crate::state::AppState;
 
 /// `GET /`: the Functions host polls this until any response arrives; it must answer at once
 /// and touch nothing else.

@@ -2,6 +2,7 @@
 //! partitioned by owner and every write returns a new ETag, so the worker's status changes are
 //! conditional and a redelivered message cannot overwrite a newer status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,7 +10,24 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use super::memory::{MemoryExportStore, MemoryJobQueue};
 use crate::domain::{ExportId, ExportJob};
+
+/// Where export jobs, their files and their queue live.
+#[derive(Clone)]
+pub struct ExportStores {
+    pub jobs: Arc<dyn ExportStore>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+impl ExportStores {
+    pub fn in_memory() -> Self {
+        Self {
+            jobs: Arc::new(MemoryExportStore::new()),
+            queue: Arc::new(MemoryJobQueue::new()),
+        }
+    }
+}
 
 /// The queue message for one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,18 +1,22 @@
-//! Where orders live. [`OrderStore`] is shaped after what Azure Table Storage can do, so every
-//! implementation keeps the same promises: orders are partitioned by owner, every write returns
-//! a new opaque ETag, conditional writes fail rather than lose an update, and listings page with
-//! opaque continuation tokens.
+//! Where orders and export jobs live, behind two traits ([`OrderStore`], [`ExportStore`] with its
+//! [`JobQueue`]) and two implementations of each that mirror each other: [`memory`] (the
+//! development default, and the reference the other is tested against) and [`azure`] (Table,
+//! Queue and Blob Storage). Nothing here knows about HTTP.
 
 pub mod azure;
 pub mod exports;
 pub mod memory;
-pub mod memory_exports;
-pub mod settings;
+pub mod orders;
 
-use async_trait::async_trait;
-use time::OffsetDateTime;
+use std::sync::Arc;
 
-use crate::domain::{Order, OrderId, OrderStatus};
+use crate::config::StorageSettings;
+
+pub use exports::{ExportStore, ExportStores, JobQueue};
+pub use orders::{
+    Claim, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_RETENTION, ListQuery, OrderStore, Page,
+    StoredResponse,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -49,90 +53,20 @@ impl StoreError {
     }
 }
 
-/// What to list.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    pub status: Option<OrderStatus>,
-    pub top: usize,
-    pub continuation: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub orders: Vec<Order>,
-    /// Present when more orders may follow.
-    pub continuation: Option<String>,
-}
-
-/// The state of an idempotency key after trying to claim it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// The key was free and is now held by the caller, who must complete or release it.
-    Claimed,
-    /// Another request with this key is still being processed.
-    InProgress { fingerprint: String },
-    /// A request with this key already finished; its response is kept.
-    Completed {
-        fingerprint: String,
-        response: StoredResponse,
-    },
-}
-
-/// The first response given for an idempotency key, replayed to retries.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub order: Order,
-}
-
-/// How long an idempotency key is remembered, and how long a claim may stay in progress before
-/// it is treated as abandoned (its request died before finishing).
-pub const IDEMPOTENCY_RETENTION: time::Duration = time::Duration::hours(24);
-pub const IDEMPOTENCY_CLAIM_TIMEOUT: time::Duration = time::Duration::minutes(2);
-
-#[async_trait]
-pub trait OrderStore: Send + Sync + 'static {
-    /// Stores a new order and returns it with its ETag.
-    async fn insert(&self, order: &Order) -> Result<Order, StoreError>;
-
-    async fn get(&self, owner: &str, id: &OrderId) -> Result<Option<Order>, StoreError>;
-
-    /// Replaces the order if its current ETag is `if_match`; returns it with its new ETag.
-    async fn replace(&self, order: &Order, if_match: &str) -> Result<Order, StoreError>;
-
-    /// Deletes the order, only if its ETag is `if_match` when one is given.
-    async fn delete(
-        &self,
-        owner: &str,
-        id: &OrderId,
-        if_match: Option<&str>,
-    ) -> Result<(), StoreError>;
-
-    /// The owner's orders in id order (creation order), one page at a time.
-    async fn list(&self, owner: &str, query: &ListQuery) -> Result<Page, StoreError>;
-
-    /// Atomically claims `key` for `owner`, or reports who holds it.
-    async fn claim_idempotency_key(
-        &self,
-        owner: &str,
-        key: &str,
-        fingerprint: &str,
-        now: OffsetDateTime,
-    ) -> Result<Claim, StoreError>;
-
-    /// Records the response for a claimed key.
-    async fn complete_idempotency_key(
-        &self,
-        owner: &str,
-        key: &str,
-        fingerprint: &str,
-        response: &StoredResponse,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Frees a claimed key whose request failed, so a retry can run again.
-    async fn release_idempotency_key(&self, owner: &str, key: &str) -> Result<(), StoreError>;
-
-    /// Whether the store is usable now.
-    async fn health(&self) -> Result<(), StoreError>;
+/// The stores `settings` select: Azure Storage when an account is configured, else memory.
+/// Creates clients only: tables, queues and containers are created on first use, so start-up
+/// never waits for storage.
+pub fn open(settings: &StorageSettings) -> Result<(Arc<dyn OrderStore>, ExportStores), String> {
+    let Some(account) = &settings.account else {
+        return Ok((
+            Arc::new(memory::MemoryOrderStore::new()),
+            ExportStores::in_memory(),
+        ));
+    };
+    let timing = azure::Timing {
+        deadline: settings.call_timeout,
+        ..azure::Timing::default()
+    };
+    let client = azure::connect(account.clone(), timing)?;
+    Ok(azure::open(client, &azure::Names::default()))
 }

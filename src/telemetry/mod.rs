@@ -4,7 +4,7 @@
 //! `ORDERS_LOG_FORMAT=json`) one JSON object per line. With `APPLICATIONINSIGHTS_CONNECTION_STRING`
 //! set, the same spans and events also go to Application Insights:
 //!
-//! - a span that declares `otel.kind = "server"` ([`request::trace_requests`]) is a Request;
+//! - a span that declares `otel.kind = "server"` (`crate::http::trace::trace_requests`) is a Request;
 //! - a span that declares `otel.kind = "client"` ([`dependency_span`]) is a Dependency;
 //! - [`record_exception`] inside a request is an Exception;
 //! - log events at info and above are Traces, correlated with the request they happen in.
@@ -15,10 +15,9 @@
 
 mod bridge;
 pub mod export;
-pub mod request;
 
 use opentelemetry::KeyValue;
-use tracing::{Level, Metadata};
+use tracing::{Instrument, Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -28,7 +27,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, LogFormat};
 
-pub use export::{Telemetry, TelemetryConfig};
+pub use export::Telemetry;
 
 /// Target of the exporter's own log lines. They go to stderr only: sending "telemetry cannot
 /// be delivered" through the telemetry pipeline would feed on itself.
@@ -144,10 +143,32 @@ pub fn record_dependency_result(span: &tracing::Span, status: Option<u16>, succe
     span.record("otel.status_code", if success { "OK" } else { "ERROR" });
 }
 
+tokio::task_local! {
+    /// The request span, for code deep in the request that records on it (the caller's
+    /// identity, exceptions) while another span may be current.
+    static REQUEST_SPAN: tracing::Span;
+}
+
+/// Runs `request` inside `span`, which becomes the request span that [`record_caller`] and
+/// [`record_exception`] record on from anywhere within it.
+pub async fn in_request_span<F: std::future::Future>(span: tracing::Span, request: F) -> F::Output {
+    REQUEST_SPAN
+        .scope(span.clone(), request.instrument(span))
+        .await
+}
+
+/// Runs `f` on the current request's span, or on the current span outside a request.
+fn with_request_span(f: impl FnOnce(&tracing::Span)) {
+    match REQUEST_SPAN.try_with(tracing::Span::clone) {
+        Ok(span) => f(&span),
+        Err(_) => f(&tracing::Span::current()),
+    }
+}
+
 /// Records the authenticated caller (owner id, never the token) on the request span: it becomes
 /// the request's authenticated user id in Application Insights.
 pub fn record_caller(owner: &str) {
-    request::with_request_span(|span| {
+    with_request_span(|span| {
         span.record("enduser.id", owner);
     });
 }
@@ -157,7 +178,7 @@ pub fn record_caller(owner: &str) {
 /// is an internal error chain (`context: cause: root cause`).
 pub fn record_exception(detail: &str) {
     let attributes = exception_attributes(detail);
-    request::with_request_span(|span| span.add_event("exception", attributes));
+    with_request_span(|span| span.add_event("exception", attributes));
 }
 
 fn exception_attributes(detail: &str) -> Vec<KeyValue> {

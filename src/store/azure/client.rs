@@ -11,9 +11,9 @@ use reqwest::{Method, StatusCode, Url};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::connection::{Credential, StorageAccount};
 use super::identity::TokenSource;
 use super::signing;
+use crate::config::storage::{Credential, StorageAccount};
 use crate::store::StoreError;
 use crate::telemetry;
 

@@ -4,7 +4,6 @@
 
 pub mod blob;
 pub mod client;
-pub mod connection;
 pub mod exports;
 pub mod identity;
 pub mod orders;
@@ -15,8 +14,10 @@ mod xml;
 
 use std::sync::Arc;
 
+use crate::config::storage::{Credential, StorageAccount};
+use crate::store::{ExportStores, OrderStore};
+
 pub use client::{StorageClient, Timing};
-pub use connection::{Credential, StorageAccount};
 pub use exports::{StorageJobQueue, TableExportStore};
 pub use orders::TableOrderStore;
 
@@ -63,6 +64,20 @@ pub fn connect(account: StorageAccount, timing: Timing) -> Result<Arc<StorageCli
         }
     };
     StorageClient::new(account, tokens, timing).map(Arc::new)
+}
+
+/// The stores on the account behind `client`, under `names`.
+pub fn open(client: Arc<StorageClient>, names: &Names) -> (Arc<dyn OrderStore>, ExportStores) {
+    let orders = Arc::new(TableOrderStore::new(client.clone(), &names.orders_table));
+    let exports = ExportStores {
+        jobs: Arc::new(TableExportStore::new(
+            client.clone(),
+            &names.exports_table,
+            &names.exports_container,
+        )),
+        queue: Arc::new(StorageJobQueue::new(client, &names.export_queue)),
+    };
+    (orders, exports)
 }
 
 #[cfg(test)]

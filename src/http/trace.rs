@@ -1,0 +1,206 @@
+//! The request span: one per HTTP request (and per invocation-payload call from the Functions
+//! host), exported as Request telemetry named `METHOD /route/{template}`.
+//!
+//! The span is also where the request's trace id is decided: the [`RequestContext`] inserted
+//! here carries the exported operation id, so the `traceId` in error bodies, the logs and
+//! Application Insights agree. With a valid incoming `traceparent` that is the caller's trace
+//! id (APIM's operation id carries through); without one it is the new trace's id.
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::trace::{
+    SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::context::RequestContext;
+
+static INVOCATION_ID: HeaderName = HeaderName::from_static("x-azure-functions-invocationid");
+static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Request telemetry name for paths no route matched, by the Functions catch-all's template.
+const UNKNOWN_API_ROUTE: &str = "/api/{*path}";
+const UNKNOWN_ROUTE: &str = "/{*path}";
+
+/// Middleware, outermost: opens the request span, decides the trace id, and records the
+/// outcome. It runs after routing (`Router::layer`), so the matched route is known.
+pub async fn trace_requests(mut req: Request, next: Next) -> Response {
+    // The Functions host polls `GET /` every 25 ms while it starts the handler, and now and then
+    // after: a request record per poll would be noise (and cost) in Application Insights.
+    if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = match &matched {
+        Some(path) => path.as_str(),
+        None if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") => {
+            UNKNOWN_API_ROUTE
+        }
+        None => UNKNOWN_ROUTE,
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = route,
+        enduser.id = tracing::field::Empty,
+    );
+
+    let mut context = RequestContext::from_headers(req.headers());
+    if let Some(parent) = remote_parent(&context) {
+        // Err only when nothing exports spans (no telemetry, or the span is disabled).
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+    }
+    let exported = span.context().span().span_context().clone();
+    if exported.is_valid() {
+        context.trace_id = exported.trace_id().to_string();
+        // Attributes only telemetry needs; a no-op when nothing exports.
+        span.set_attribute("url.full", request_url(&req));
+        if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
+            span.set_attribute("InvocationId", invocation.to_owned());
+        }
+    }
+    req.extensions_mut().insert(context);
+
+    let response = crate::telemetry::in_request_span(span.clone(), next.run(req)).await;
+
+    if exported.is_valid() {
+        let status = response.status();
+        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        // 4xx are the client's mistakes: only 5xx fail a request. Setting Ok also overrides
+        // the error status an error-level log line inside a 4xx request would leave.
+        span.set_status(if status.is_server_error() {
+            Status::error("")
+        } else {
+            Status::Ok
+        });
+    }
+    response
+}
+
+/// The caller's span from `traceparent`, as the remote parent of the request span.
+fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
+    let parent = context.parent_span_id.as_deref()?;
+    let trace_id = TraceId::from_hex(&context.trace_id).ok()?;
+    let span_id = SpanId::from_hex(parent).ok()?;
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// The URL the client asked for: scheme and host as forwarded, path, and the query with
+/// secret-looking parameters (`code` is the Functions key) redacted.
+fn request_url(req: &Request) -> String {
+    let headers = req.headers();
+    let scheme = match printable(headers, &FORWARDED_PROTO).and_then(first_value) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let host = printable(headers, &FORWARDED_HOST)
+        .and_then(first_value)
+        .or_else(|| printable(headers, &header::HOST))
+        .unwrap_or("localhost");
+    let mut url = format!("{scheme}://{host}{}", req.uri().path());
+    if let Some(query) = req.uri().query() {
+        url.push('?');
+        url.push_str(&redact_query(query));
+    }
+    url
+}
+
+fn first_value(value: &str) -> Option<&str> {
+    value
+        .split(',')
+        .next()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// A header value that is short printable ASCII (spaces allowed, as in lists), so nothing odd
+/// reaches telemetry.
+fn printable<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    })
+}
+
+/// Values of parameters whose names suggest a credential are replaced; names stay.
+fn redact_query(query: &str) -> String {
+    const SECRET_NAMES: [&str; 8] = [
+        "code",
+        "sig",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "auth",
+        "credential",
+    ];
+    query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            let lower = name.to_ascii_lowercase();
+            if pair.contains('=') && SECRET_NAMES.iter().any(|s| lower.contains(s)) {
+                format!("{name}=REDACTED")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_query_values_are_redacted() {
+        assert_eq!(
+            redact_query("code=abc%3D%3D&status=paid&top=5&continuationToken=xyz&sig=s&flag"),
+            "code=REDACTED&status=paid&top=5&continuationToken=REDACTED&sig=REDACTED&flag"
+        );
+    }
+
+    #[test]
+    fn urls_use_forwarded_scheme_and_host() {
+        let req = Request::builder()
+            .uri("/api/orders?code=k&top=2")
+            .header("host", "127.0.0.1:7071")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "orders.example.net, proxy")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            request_url(&req),
+            "https://orders.example.net/api/orders?code=REDACTED&top=2"
+        );
+    }
+
+    #[test]
+    fn parent_comes_from_traceparent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let parent = remote_parent(&RequestContext::from_headers(&headers)).unwrap();
+        assert_eq!(
+            parent.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(parent.is_remote());
+        assert!(remote_parent(&RequestContext::from_headers(&HeaderMap::new())).is_none());
+    }
+}
