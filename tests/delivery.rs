@@ -364,7 +364,7 @@ fn package_holds_the_functions_app_only() {
         "host.json",
         "orders/function.json",
         "order/function.json",
-        "catch-all/function.json",
+        "zz-catch-all/function.json",
         "export-worker/function.json",
     ] {
         assert!(names.contains(&wanted), "package has {wanted}: {names:?}");
