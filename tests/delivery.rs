@@ -1,5 +1,5 @@
-//! The files that take the service to Azure: the pipeline definition, the APIM policy and the
-//! Functions package.
+//! The files that take the service to Azure: the pipeline definition, the APIM policy, the
+//! infrastructure template and the Functions package.
 
 use std::path::Path;
 
@@ -107,7 +107,6 @@ fn pipeline_checks_every_change_and_deploys_main() {
         yaml_str(&deploy_step["inputs"]["connectedServiceNameARM"]),
         "$(serviceConnection)"
     );
-
     assert!(
         yaml_str(&apim["condition"]).contains("importApim"),
         "the APIM stage is optional"
@@ -119,6 +118,21 @@ fn pipeline_checks_every_change_and_deploys_main() {
     let script = yaml_str(&import["inputs"]["inlineScript"]);
     assert!(script.contains("az apim api import") && script.contains("openapi/openapi.json"));
     assert!(script.contains("apim/policy.xml"));
+    assert!(
+        script.contains("--subscription-required false"),
+        "the token is the credential: no subscription key"
+    );
+    assert!(
+        script.contains(r#""format": "xml""#),
+        "policy.xml is escaped XML"
+    );
+    for name in policy_named_values() {
+        assert!(
+            script.contains(&format!("--named-value-id {name} ")),
+            "the Apim stage creates the named value {name}"
+        );
+    }
+    assert!(script.contains("--named-value-id orders-function-key --display-name orders-function-key --value \"$key\" --secret true"));
 
     for secret in [
         "AccountKey=",
@@ -134,10 +148,90 @@ fn pipeline_checks_every_change_and_deploys_main() {
     }
 }
 
-/// One `on-error` branch: its condition, and the status, headers and body it returns.
-type Branch = (String, u16, Vec<(String, String)>, String);
+/// The named values `apim/policy.xml` reads (`{{name}}` outside liquid's `context`).
+fn policy_named_values() -> Vec<String> {
+    let text = repo("apim/policy.xml");
+    let mut names: Vec<String> = text
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.to_owned()))
+        .filter(|name| !name.starts_with("context."))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
 
-/// The `return-response` of each on-error branch.
+/// One `on-error` branch as APIM would evaluate it.
+#[derive(Debug)]
+struct Branch {
+    /// `None` for `otherwise`; else the `LastError` fields the condition compares, any of which
+    /// selects the branch: ("Reason" | "Source", value).
+    terms: Option<Vec<(String, String)>>,
+    /// `set-variable`s before the response: (name, expression).
+    variables: Vec<(String, String)>,
+    status: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// The only conditions the tests evaluate: `@(t || t ...)` where each `t` is
+/// `context.LastError.Reason == "X"` or `context.LastError.Source == "X"`. Anything else fails,
+/// so the policy cannot grow a branch the tests would misjudge.
+fn parse_condition(condition: &str) -> Vec<(String, String)> {
+    let inner = condition
+        .strip_prefix("@(")
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a single expression: {condition}"));
+    inner
+        .split(" || ")
+        .map(|term| {
+            for field in ["Reason", "Source"] {
+                let prefix = format!("context.LastError.{field} == \"");
+                if let Some(value) = term
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix('"'))
+                {
+                    return (field.to_owned(), value.to_owned());
+                }
+            }
+            panic!("a condition term these tests cannot evaluate: {term}")
+        })
+        .collect()
+}
+
+fn return_response(node: roxmltree::Node<'_, '_>) -> (String, Vec<(String, String)>, String) {
+    let response = node
+        .children()
+        .find(|n| n.has_tag_name("return-response"))
+        .expect("return-response");
+    let status = response
+        .children()
+        .find(|n| n.has_tag_name("set-status"))
+        .and_then(|n| n.attribute("code"))
+        .unwrap()
+        .to_owned();
+    let headers = response
+        .children()
+        .filter(|n| n.has_tag_name("set-header"))
+        .map(|h| {
+            let value = h
+                .children()
+                .find(|v| v.has_tag_name("value"))
+                .and_then(|v| v.text())
+                .unwrap_or("");
+            (h.attribute("name").unwrap().to_owned(), value.to_owned())
+        })
+        .collect();
+    let body = response
+        .children()
+        .find(|n| n.has_tag_name("set-body"))
+        .expect("set-body");
+    assert_eq!(body.attribute("template"), Some("liquid"));
+    (status, headers, body.text().unwrap().to_owned())
+}
+
+/// The `return-response` of each on-error branch, in order.
 fn on_error_branches(policy: &roxmltree::Document<'_>) -> Vec<Branch> {
     let on_error = policy
         .descendants()
@@ -151,117 +245,391 @@ fn on_error_branches(policy: &roxmltree::Document<'_>) -> Vec<Branch> {
         .children()
         .filter(|n| n.has_tag_name("when") || n.has_tag_name("otherwise"))
         .map(|branch| {
-            let condition = branch
-                .attribute("condition")
-                .unwrap_or("otherwise")
-                .to_owned();
-            let response = branch
+            let terms = branch.attribute("condition").map(parse_condition);
+            let variables = branch
                 .children()
-                .find(|n| n.has_tag_name("return-response"))
-                .expect("return-response");
-            let status = response
-                .children()
-                .find(|n| n.has_tag_name("set-status"))
-                .and_then(|n| n.attribute("code"))
-                .unwrap()
-                .parse()
-                .unwrap();
-            let headers = response
-                .children()
-                .filter(|n| n.has_tag_name("set-header"))
-                .map(|h| {
-                    let value = h
-                        .children()
-                        .find(|v| v.has_tag_name("value"))
-                        .and_then(|v| v.text())
-                        .unwrap_or("");
-                    (h.attribute("name").unwrap().to_owned(), value.to_owned())
+                .filter(|n| n.has_tag_name("set-variable"))
+                .map(|n| {
+                    (
+                        n.attribute("name").unwrap().to_owned(),
+                        n.attribute("value").unwrap().to_owned(),
+                    )
                 })
                 .collect();
-            let body = response
-                .children()
-                .find(|n| n.has_tag_name("set-body"))
-                .expect("set-body");
-            assert_eq!(body.attribute("template"), Some("liquid"));
-            (condition, status, headers, body.text().unwrap().to_owned())
+            let (status, headers, body) = return_response(branch);
+            Branch {
+                terms,
+                variables,
+                status,
+                headers,
+                body,
+            }
         })
         .collect()
 }
 
-/// Renders the liquid template the way APIM would for the one variable it uses.
-fn render(template: &str, trace_id: &str) -> String {
-    template.replace("{{context.Variables[\"traceId\"]}}", trace_id)
+/// Renders a liquid body the way APIM would: every `{{context.Variables["name"]}}` from
+/// `variables`; any other template tag fails the test.
+fn render(template: &str, variables: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let (tag, after) = rest[start + 2..].split_once("}}").expect("closed tag");
+        let name = tag
+            .strip_prefix("context.Variables[\"")
+            .and_then(|t| t.strip_suffix("\"]"))
+            .unwrap_or_else(|| panic!("a template tag these tests cannot render: {tag}"));
+        let value = variables
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("variable {name} is not set"));
+        out.push_str(&value.1);
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The service's own body: exactly status, error, message, traceId.
+fn assert_service_body(rendered: &str, status: u16, error: &str, trace_id: &str, case: &str) {
+    let body: serde_json::Value = serde_json::from_str(rendered)
+        .unwrap_or_else(|e| panic!("{case}: body is not JSON ({e}): {rendered}"));
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["error", "message", "status", "traceId"], "{case}");
+    assert_eq!(body["status"], status, "{case}");
+    assert_eq!(body["error"], error, "{case}");
+    assert_eq!(
+        error,
+        orders_api::error::error_name(axum::http::StatusCode::from_u16(status).unwrap()),
+        "{case}: the service's name for {status}"
+    );
+    assert_eq!(body["traceId"], trace_id, "{case}");
+    assert!(!body["message"].as_str().unwrap().is_empty(), "{case}");
+}
+
+/// (LastError.Source, LastError.Reason, the status APIM had chosen, the status and error name
+/// expected, what WWW-Authenticate must contain).
+type ErrorCase<'a> = (&'a str, &'a str, u16, u16, &'a str, Option<&'a str>);
+
+/// `otherwise`'s name for a status: the `case N: return "Name";` table in its `errorName`
+/// expression, else (default) the reason phrase without spaces or hyphens.
+fn otherwise_name(expression: &str, status: u16, reason_phrase: &str) -> String {
+    let case = format!("case {status}: return \"");
+    match expression.split_once(&case) {
+        Some((_, rest)) => rest.split_once('"').unwrap().0.to_owned(),
+        None => {
+            assert!(
+                expression.contains("default: var reason = (context.Response.StatusReason ?? \"\").Replace(\" \", \"\").Replace(\"-\", \"\");"),
+                "the default names the status by APIM's reason phrase: {expression}"
+            );
+            reason_phrase.replace([' ', '-'], "")
+        }
+    }
 }
 
 #[test]
-fn apim_policy_maps_its_own_failures_to_the_service_error_body() {
+fn apim_policy_maps_its_own_failures_by_documented_reason_to_the_service_error_body() {
     let text = repo("apim/policy.xml");
     let policy = roxmltree::Document::parse(&text).expect("policy.xml parses");
     let branches = on_error_branches(&policy);
-    let expected = [
+    assert!(
+        branches.last().is_some_and(|b| b.terms.is_none()),
+        "otherwise comes last"
+    );
+    let bare = "Bearer realm=\"orders-api\"";
+    // Sources and reasons: "Error handling in API Management policies", predefined errors.
+    let cases: &[ErrorCase] = &[
         (
+            "validate-jwt",
             "TokenNotPresent",
             401,
+            401,
             "Unauthorized",
-            Some("Bearer realm=\"orders-api\""),
+            Some(bare),
         ),
         (
+            "validate-jwt",
+            "TokenExpired",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
+            "TokenSignatureInvalid",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
+            "TokenSignatureKeyNotFound",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
+            "TokenAudienceNotAllowed",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
+            "TokenIssuerNotAllowed",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
+            "JwtInvalid",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        // A reason documented later still belongs to validate-jwt.
+        (
+            "validate-jwt",
+            "TokenSomethingNew",
+            401,
+            401,
+            "Unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            "validate-jwt",
             "TokenClaimNotFound",
+            401,
             403,
             "Forbidden",
             Some("insufficient_scope"),
         ),
-        ("validate-jwt", 401, "Unauthorized", Some("invalid_token")),
-        ("rate-limit-by-key", 429, "TooManyRequests", None),
-        ("BackendConnectionFailure", 502, "BadGateway", None),
-        ("Timeout", 504, "GatewayTimeout", None),
-        ("otherwise", 500, "InternalServerError", None),
+        (
+            "validate-jwt",
+            "TokenClaimValueNotAllowed",
+            401,
+            403,
+            "Forbidden",
+            Some("insufficient_scope"),
+        ),
+        (
+            "authorization",
+            "SubscriptionKeyNotFound",
+            401,
+            401,
+            "Unauthorized",
+            None,
+        ),
+        (
+            "authorization",
+            "SubscriptionKeyInvalid",
+            401,
+            401,
+            "Unauthorized",
+            None,
+        ),
+        (
+            "rate-limit-by-key",
+            "RateLimitExceeded",
+            429,
+            429,
+            "TooManyRequests",
+            None,
+        ),
+        (
+            "rate-limit",
+            "RateLimitExceeded",
+            429,
+            429,
+            "TooManyRequests",
+            None,
+        ),
+        (
+            "configuration",
+            "OperationNotFound",
+            404,
+            404,
+            "NotFound",
+            None,
+        ),
+        (
+            "multiple",
+            "BackendConnectionFailure",
+            500,
+            502,
+            "BadGateway",
+            None,
+        ),
+        (
+            "forward-request",
+            "Timeout",
+            500,
+            504,
+            "GatewayTimeout",
+            None,
+        ),
+        // Unknown to the policy: APIM's own status stays, in the service's body.
+        ("quota", "QuotaExceeded", 403, 403, "Forbidden", None),
+        (
+            "multiple",
+            "ClientConnectionFailure",
+            500,
+            500,
+            "InternalServerError",
+            None,
+        ),
+        (
+            "multiple",
+            "ExpressionValueEvaluationFailure",
+            500,
+            500,
+            "InternalServerError",
+            None,
+        ),
+        (
+            "some-policy",
+            "SomethingNew",
+            417,
+            417,
+            "ExpectationFailed",
+            None,
+        ),
+        (
+            "some-policy",
+            "SomethingNew",
+            413,
+            413,
+            "ContentTooLarge",
+            None,
+        ),
+        (
+            "some-policy",
+            "NoStatusYet",
+            200,
+            500,
+            "InternalServerError",
+            None,
+        ),
     ];
-    assert_eq!(branches.len(), expected.len());
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    for ((condition, status, headers, body), (needle, want_status, want_error, challenge)) in
-        branches.iter().zip(expected)
-    {
-        assert!(
-            condition.contains(needle),
-            "branch order: {condition} should handle {needle}"
-        );
-        assert_eq!(*status, want_status, "{needle}");
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+    let mut used = vec![false; branches.len()];
+    for &(source, reason, apim_status, want_status, want_error, challenge) in cases {
+        let case = format!("{source}/{reason}/{apim_status}");
+        let (index, branch) = branches
+            .iter()
+            .enumerate()
+            .find(|(_, b)| {
+                b.terms.as_ref().is_none_or(|terms| {
+                    terms.iter().any(|(field, value)| {
+                        (field == "Reason" && value == reason)
+                            || (field == "Source" && value == source)
+                    })
+                })
+            })
+            .unwrap();
+        used[index] = true;
+        let mut variables = vec![("traceId", trace_id.to_owned())];
+        let status: u16 = if branch.terms.is_some() {
+            assert!(branch.variables.is_empty(), "{case}");
+            branch.status.parse().unwrap_or_else(|_| {
+                panic!(
+                    "{case}: a mapped reason has a fixed status, not {}",
+                    branch.status
+                )
+            })
+        } else {
+            // otherwise: the status APIM chose, when it is an error, else 500.
+            let expression = |name: &str| {
+                branch
+                    .variables
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_else(|| panic!("otherwise sets {name}"))
+            };
+            assert_eq!(
+                expression("errorStatus"),
+                "@(context.Response.StatusCode >= 400 ? context.Response.StatusCode : 500)",
+                "otherwise keeps APIM's status instead of inventing 500"
+            );
+            assert_eq!(branch.status, "@((int)context.Variables[\"errorStatus\"])");
+            let status = if apim_status >= 400 { apim_status } else { 500 };
+            let phrase = axum::http::StatusCode::from_u16(status)
+                .unwrap()
+                .canonical_reason()
+                .unwrap();
+            variables.push(("errorStatus", status.to_string()));
+            variables.push((
+                "errorName",
+                otherwise_name(expression("errorName"), status, phrase),
+            ));
+            status
         };
-        assert_eq!(header("Content-Type"), Some("application/json"), "{needle}");
+        assert_eq!(status, want_status, "{case}");
+        assert_eq!(
+            header(&branch.headers, "Content-Type"),
+            Some("application/json"),
+            "{case}"
+        );
         match challenge {
             Some(fragment) => {
-                let value = header("WWW-Authenticate")
-                    .unwrap_or_else(|| panic!("{needle}: WWW-Authenticate"));
+                let value = header(&branch.headers, "WWW-Authenticate")
+                    .unwrap_or_else(|| panic!("{case}: WWW-Authenticate"));
                 assert!(
                     value.starts_with("Bearer") && value.contains(fragment),
-                    "{needle}: {value}"
+                    "{case}: {value}"
                 );
+                if fragment == bare {
+                    assert_eq!(value, bare, "no error= when no token was sent");
+                }
             }
-            None => assert!(header("WWW-Authenticate").is_none()),
+            None => assert!(
+                header(&branch.headers, "WWW-Authenticate").is_none(),
+                "{case}"
+            ),
         }
-        if want_status == 429 {
+        if status == 429 {
             assert!(
-                header("Retry-After").is_some_and(|v| v.contains("retryAfter")),
-                "429 carries Retry-After"
+                header(&branch.headers, "Retry-After").is_some_and(|v| v.contains("retryAfter")),
+                "429 carries Retry-After from rate-limit-by-key"
             );
         }
-        let rendered: serde_json::Value = serde_json::from_str(&render(body, trace_id))
-            .unwrap_or_else(|e| panic!("{needle}: body is not JSON ({e}): {body}"));
-        let object = rendered.as_object().unwrap();
-        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        assert_eq!(keys, ["error", "message", "status", "traceId"], "{needle}");
-        assert_eq!(rendered["status"], want_status);
-        assert_eq!(rendered["error"], want_error);
-        assert_eq!(rendered["traceId"], trace_id);
-        assert!(!rendered["message"].as_str().unwrap().is_empty());
+        assert_service_body(
+            &render(&branch.body, &variables),
+            status,
+            want_error,
+            trace_id,
+            &case,
+        );
     }
+    assert!(
+        used.iter().all(|u| *u),
+        "every branch is reached by some documented reason"
+    );
+    // The marker is the reason, never the policy's name as a source.
+    assert!(!text.contains("Source == &quot;rate-limit-by-key&quot;"));
 }
 
 #[test]
@@ -289,12 +657,59 @@ fn apim_policy_inbound_and_backend() {
         openid.attribute("url").unwrap().starts_with("{{"),
         "OpenID configuration from a named value"
     );
-    let audience = jwt
+    let audiences: Vec<&str> = jwt
         .descendants()
-        .find(|n| n.has_tag_name("audience"))
-        .and_then(|n| n.text())
-        .unwrap();
-    assert!(audience.starts_with("{{"), "audience from a named value");
+        .filter(|n| n.has_tag_name("audience"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert_eq!(
+        audiences,
+        ["{{orders-audience}}", "{{orders-app-id-uri}}"],
+        "both audience forms: the client id (v2 tokens) and the App ID URI"
+    );
+    // required-claims would demand scp of every token, refusing app-only tokens (roles).
+    assert!(find("required-claims").is_none());
+
+    // The edge's scope check: any Orders grant, in scp or in roles, or 403 in the service's shape.
+    let inbound = find("inbound").unwrap();
+    let grant_check = inbound
+        .children()
+        .filter(|n| n.has_tag_name("choose"))
+        .flat_map(|c| c.children().filter(|n| n.has_tag_name("when")))
+        .find(|w| w.attribute("condition").unwrap().contains("Orders.Read"))
+        .expect("a scope check after validate-jwt");
+    let condition = grant_check.attribute("condition").unwrap();
+    for claim in [
+        "GetValueOrDefault(\"scp\"",
+        "GetValueOrDefault(\"roles\"",
+        "Orders.Write",
+    ] {
+        assert!(
+            condition.contains(claim),
+            "scope check reads {claim}: {condition}"
+        );
+    }
+    let (status, headers, body) = return_response(grant_check);
+    assert_eq!(status, "403");
+    assert!(header(&headers, "WWW-Authenticate").is_some_and(|v| v.contains("insufficient_scope")));
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    assert_service_body(
+        &render(&body, &[("traceId", trace_id.to_owned())]),
+        403,
+        "Forbidden",
+        trace_id,
+        "scope check",
+    );
+    let order: Vec<&str> = inbound
+        .children()
+        .filter(|n| n.is_element())
+        .map(|n| n.tag_name().name())
+        .collect();
+    let position = |tag: &str| order.iter().position(|t| *t == tag).unwrap();
+    assert!(
+        position("set-variable") < position("validate-jwt"),
+        "traceId is set before anything can answer"
+    );
 
     let limit = find("rate-limit-by-key").unwrap();
     assert!(
@@ -335,6 +750,16 @@ fn apim_policy_inbound_and_backend() {
     assert!(!policy.descendants().any(|n| n.has_tag_name("set-header")
         && n.attribute("name") == Some("traceparent")
         && n.attribute("exists-action") == Some("delete")));
+    assert_eq!(
+        policy_named_values(),
+        [
+            "orders-app-id-uri",
+            "orders-audience",
+            "orders-backend-url",
+            "orders-function-key",
+            "orders-openid-config-url"
+        ]
+    );
 }
 
 #[test]
