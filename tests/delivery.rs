@@ -1,6 +1,8 @@
 //! The files that take the service to Azure: the pipeline definition, the APIM policy, the
 //! infrastructure template and the Functions package.
 
+mod common;
+
 use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
@@ -813,4 +815,398 @@ fn package_holds_the_functions_app_only() {
             "package leaves out {name}"
         );
     }
+}
+
+/// Where the backend base URL is written (the Bicep template's named value and the API's
+/// service URL, the pipeline's), with the app's host name filled in.
+fn backend_base_urls(host: &str) -> Vec<(String, String)> {
+    let mut urls = Vec::new();
+    let bicep = repo("infra/main.bicep");
+    let named_value = bicep
+        .split("name: 'orders-backend-url'")
+        .nth(1)
+        .expect("the template creates orders-backend-url");
+    let value = named_value
+        .split("value: '")
+        .nth(1)
+        .and_then(|v| v.split_once('\''))
+        .map(|(v, _)| v)
+        .unwrap();
+    urls.push(("infra/main.bicep orders-backend-url", value.to_owned()));
+    let service_url = bicep
+        .split("serviceUrl: '")
+        .nth(1)
+        .and_then(|v| v.split_once('\''))
+        .map(|(v, _)| v)
+        .expect("the API's serviceUrl");
+    urls.push(("infra/main.bicep serviceUrl", service_url.to_owned()));
+    let pipeline = repo("azure-pipelines.yml");
+    let value = pipeline
+        .split("--named-value-id orders-backend-url --display-name orders-backend-url --value \"")
+        .nth(1)
+        .and_then(|v| v.split_once('"'))
+        .map(|(v, _)| v)
+        .expect("the pipeline creates orders-backend-url");
+    urls.push(("azure-pipelines.yml orders-backend-url", value.to_owned()));
+    let service_url = pipeline
+        .split("--service-url \"")
+        .nth(1)
+        .and_then(|v| v.split_once('"'))
+        .map(|(v, _)| v)
+        .expect("the pipeline's --service-url");
+    urls.push(("azure-pipelines.yml --service-url", service_url.to_owned()));
+    urls.into_iter()
+        .map(|(place, url)| {
+            let url = url
+                .replace("${app.properties.defaultHostName}", host)
+                .replace("$host", host);
+            (place.to_owned(), url)
+        })
+        .collect()
+}
+
+/// (method, path template) of every operation APIM imports from the checked-in document.
+fn imported_operations() -> Vec<(String, String)> {
+    let document: serde_json::Value = serde_json::from_str(&repo("openapi/openapi.json")).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                operations.push((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(operations.len() >= 9, "{operations:?}");
+    operations
+}
+
+fn handler_token() -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env_clear()
+        .args([
+            "token",
+            "--sub",
+            "alice",
+            "--scope",
+            "Orders.Read",
+            "--scope",
+            "Orders.Write",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// APIM sends each operation to the backend base URL plus the operation's URL template (the
+/// API's own path suffix is not forwarded). Composed, every imported operation must reach the
+/// function written for it under the host's routing, and a handler route behind it.
+#[tokio::test]
+async fn apim_backend_url_plus_each_imported_operation_reaches_its_function_and_route() {
+    let host_name = "orders-api-x1.azurewebsites.net";
+    let operations = imported_operations();
+    for (place, base) in backend_base_urls(host_name) {
+        assert_eq!(
+            base,
+            format!("https://{host_name}"),
+            "{place}: scheme and host, no path"
+        );
+        for (_, path) in &operations {
+            let composed = reqwest::Url::parse(&format!("{base}{path}")).unwrap();
+            assert_eq!(composed.host_str(), Some(host_name));
+            assert!(
+                composed.path().starts_with("/api/") && !composed.path().starts_with("/api/api/"),
+                "{place}: {composed}"
+            );
+        }
+    }
+
+    let host = common::host::FunctionsHost::start(Path::new(env!("CARGO_MANIFEST_DIR")), &[]).await;
+    let token = handler_token();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (method, template) in &operations {
+        let path = template.replace("{id}", "sample-id");
+        let function = host
+            .route_for(method, &path)
+            .unwrap_or_else(|| panic!("{method} {path}: no function; the host's empty 404"));
+        // The function written for this template, not the catch-all or a neighbour.
+        let definition: serde_json::Value =
+            serde_json::from_str(&repo(&format!("{function}/function.json"))).unwrap();
+        let route = definition["bindings"][0]["route"].as_str().unwrap();
+        assert_eq!(
+            format!("/api/{route}"),
+            *template,
+            "{method} {path} went to {function}"
+        );
+        let mut request = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                host.url(&path),
+            )
+            .header("x-functions-key", &host.key)
+            .bearer_auth(&token);
+        if method == "POST" || method == "PATCH" {
+            request = request
+                .header("content-type", "application/json")
+                .body("{}");
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            !(status == 404 && body.contains("No resource at")),
+            "{method} {path}: the handler has no route for it: {body}"
+        );
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert_ne!(
+            status, 401,
+            "{method} {path}: key and token were sent: {body}"
+        );
+    }
+}
+
+/// The Bicep template cannot be compiled here, so its structure is read from the text.
+#[test]
+fn infrastructure_template_structure() {
+    let bicep = repo("infra/main.bicep");
+    let code = strip_comments(&bicep);
+    assert_balanced(&code);
+
+    let resources: Vec<&str> = code
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("resource "))
+        .filter_map(|rest| rest.split('\'').nth(1))
+        .collect();
+    for wanted in [
+        "Microsoft.ManagedIdentity/userAssignedIdentities@",
+        "Microsoft.Storage/storageAccounts@",
+        "Microsoft.Authorization/roleAssignments@",
+        "Microsoft.OperationalInsights/workspaces@",
+        "Microsoft.Insights/components@",
+        "Microsoft.Web/serverfarms@",
+        "Microsoft.Web/sites@",
+        "Microsoft.ApiManagement/service@",
+        "containers",
+        "queues",
+        "config",
+        "namedValues",
+        "apis",
+        "policies",
+    ] {
+        assert!(
+            resources.iter().any(|r| r.starts_with(wanted)),
+            "the template declares {wanted}: {resources:?}"
+        );
+    }
+
+    // The API and its policy come from the checked-in files, within loadTextContent's limit.
+    let loads: Vec<&str> = code
+        .split("loadTextContent(")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap())
+        .collect();
+    assert_eq!(loads, ["'../openapi/openapi.json'", "'../apim/policy.xml'"]);
+    for file in ["openapi/openapi.json", "apim/policy.xml"] {
+        let chars = repo(file).chars().count();
+        assert!(
+            chars <= 131_072,
+            "{file} has {chars} characters, over loadTextContent's 131,072"
+        );
+    }
+
+    // Flex Consumption, Linux, the custom runtime; no settings Flex does not take.
+    for needle in [
+        "name: 'FC1'",
+        "tier: 'FlexConsumption'",
+        "reserved: true",
+        "kind: 'functionapp,linux'",
+        "name: 'custom'",
+        "type: 'blobContainer'",
+        "type: 'UserAssignedIdentity'",
+        "AzureWebJobsStorage__accountName: storage.name",
+        "AzureWebJobsStorage__credential: 'managedidentity'",
+        "AzureWebJobsStorage__clientId: identity.properties.clientId",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString",
+        "WorkspaceResourceId: workspace.id",
+        "ORDERS_AUTH_AUDIENCE: '${apiClientId},${apiAppIdUri}'",
+        "allowSharedKeyAccess: false",
+        "subscriptionRequired: false",
+        "format: 'openapi+json'",
+        "format: 'xml'",
+        "listKeys('${app.id}/host/default'",
+    ] {
+        assert!(code.contains(needle), "the template has {needle}");
+    }
+    for absent in [
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_CONTENTSHARE",
+        "linuxFxVersion",
+        "AccountKey=",
+        "listKeys(storage",
+        "'Consumption'",
+    ] {
+        assert!(
+            !code.contains(absent),
+            "the template must not have {absent}"
+        );
+    }
+
+    // Every named value the policy reads exists; the key is a secret from listKeys.
+    for name in policy_named_values() {
+        assert!(
+            code.contains(&format!("name: '{name}'")),
+            "the template creates the named value {name}"
+        );
+    }
+    let key = code.split("name: 'orders-function-key'").nth(1).unwrap();
+    let key = &key[..key.find("dependsOn").unwrap()];
+    assert!(key.contains("secret: true") && key.contains("listKeys("));
+
+    // No secret in parameters: no secure parameter, no default that looks like a credential.
+    assert!(
+        !code.contains("@secure()"),
+        "secrets come from listKeys, not parameters"
+    );
+    for line in code
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("param "))
+    {
+        let lower = line.to_ascii_lowercase();
+        let name = lower.split_whitespace().nth(1).unwrap();
+        for word in ["key", "secret", "password", "connectionstring", "token"] {
+            assert!(
+                !name.contains(word),
+                "parameter {name} would carry a secret"
+            );
+        }
+        if let Some((_, default)) = line.split_once(" = ") {
+            assert!(
+                !default.contains("AccountKey") && !default.contains("==") && default.len() < 60,
+                "parameter default looks like a secret: {line}"
+            );
+        }
+    }
+    // The tier supports every policy used: rate-limit-by-key is not on Consumption.
+    let sku = code
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("param apimSku string = '"))
+        .unwrap();
+    assert!(
+        [
+            "BasicV2'",
+            "StandardV2'",
+            "Developer'",
+            "Basic'",
+            "Standard'",
+            "Premium'"
+        ]
+        .contains(&sku),
+        "{sku}"
+    );
+}
+
+/// The template without `//` and `/* */` comments (strings kept).
+fn strip_comments(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else if c == '\'' {
+                in_string = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('/', Some('/')) => {
+                for next in chars.by_ref() {
+                    if next == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut last = ' ';
+                for next in chars.by_ref() {
+                    if last == '*' && next == '/' {
+                        break;
+                    }
+                    last = next;
+                }
+            }
+            _ => {
+                in_string = c == '\'';
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Brackets, braces and parentheses pair up outside strings, and `${...}` inside them.
+fn assert_balanced(code: &str) {
+    let mut stack: Vec<char> = Vec::new();
+    let mut chars = code.chars().peekable();
+    // Each string level: are we inside a string literal (true) or its interpolation (false)?
+    let mut in_string = false;
+    let mut interpolations: Vec<usize> = Vec::new();
+    let mut line = 1;
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
+        if in_string {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => in_string = false,
+                '$' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    interpolations.push(stack.len());
+                    stack.push('{');
+                    in_string = false;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '\'' => in_string = true,
+            '{' | '[' | '(' => stack.push(c),
+            '}' | ']' | ')' => {
+                let open = stack
+                    .pop()
+                    .unwrap_or_else(|| panic!("line {line}: unmatched {c}"));
+                let expected = match open {
+                    '{' => '}',
+                    '[' => ']',
+                    _ => ')',
+                };
+                assert_eq!(c, expected, "line {line}: {open} closed by {c}");
+                if c == '}' && interpolations.last() == Some(&stack.len()) {
+                    interpolations.pop();
+                    in_string = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(!in_string, "an unterminated string");
+    assert!(stack.is_empty(), "unclosed {stack:?}");
 }
