@@ -109,6 +109,18 @@ fn pipeline_checks_every_change_and_deploys_main() {
         yaml_str(&deploy_step["inputs"]["connectedServiceNameARM"]),
         "$(serviceConnection)"
     );
+    // Without the flag the task succeeds on a Flex Consumption app and deploys nothing.
+    assert_eq!(
+        deploy_step["inputs"]["isFlexConsumption"].as_bool(),
+        Some(true),
+        "AzureFunctionApp@2 needs isFlexConsumption: true for Flex Consumption"
+    );
+    assert!(deploy_step["inputs"]["runtimeStack"].is_badvalue());
+    assert!(
+        build_scripts.contains("apt-get install -y musl-tools"),
+        "the musl build needs musl-tools (x86_64-linux-musl-gcc for aws-lc-sys)"
+    );
+
     assert!(
         yaml_str(&apim["condition"]).contains("importApim"),
         "the APIM stage is optional"
