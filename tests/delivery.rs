@@ -1222,3 +1222,66 @@ fn assert_balanced(code: &str) {
     assert!(!in_string, "an unterminated string");
     assert!(stack.is_empty(), "unclosed {stack:?}");
 }
+
+/// The handler must stay executable in the zip wherever the zip is built: unix modes count
+/// only in entries marked as made on Unix (create_system 3), which Python's zipfile marks by the
+/// platform it runs on. Built here and as if on Windows (`sys.platform` = win32).
+#[test]
+fn package_keeps_the_handler_executable_wherever_it_is_built() {
+    for platform in ["", "win32"] {
+        let root =
+            std::env::temp_dir().join(format!("orders-pkg-{}-{platform}", std::process::id()));
+        std::fs::create_dir_all(root.join("orders")).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".funcignore"),
+            root.join(".funcignore"),
+        )
+        .unwrap();
+        std::fs::write(root.join("host.json"), "{}").unwrap();
+        std::fs::write(root.join("orders/function.json"), "{}").unwrap();
+        // Not executable on disk, as after a copy on Windows.
+        std::fs::write(root.join("handler"), b"\x7fELF").unwrap();
+        let output = root.join("app.zip");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package.py");
+        let run = "import runpy, sys\nif sys.argv[1]: sys.platform = sys.argv[1]\nsys.argv = sys.argv[2:]\nrunpy.run_path(sys.argv[0], run_name='__main__')";
+        let status = std::process::Command::new("python3")
+            .args(["-c", run, platform])
+            .arg(&script)
+            .arg("--output")
+            .arg(&output)
+            .arg("--root")
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let listing = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist(): print(i.filename, i.create_system, oct(i.external_attr >> 16))",
+            ])
+            .arg(&output)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let listing = String::from_utf8(listing.stdout).unwrap();
+        let entries: Vec<Vec<&str>> = listing.lines().map(|l| l.split(' ').collect()).collect();
+        let names: Vec<&str> = entries.iter().map(|e| e[0]).collect();
+        assert_eq!(
+            names,
+            ["handler", "host.json", "orders/function.json"],
+            "{listing}"
+        );
+        for entry in &entries {
+            assert_eq!(
+                entry[1], "3",
+                "{platform}: {} marked as made on Unix",
+                entry[0]
+            );
+        }
+        assert_eq!(
+            entries[0][2], "0o100755",
+            "{platform}: the handler is executable"
+        );
+        assert_eq!(entries[1][2], "0o100644", "{platform}");
+    }
+}
