@@ -47,8 +47,6 @@ pub struct Invocation {
 #[derive(Debug, Clone)]
 enum Trigger {
     Http {
-        /// Lower-cased literal segments; `None` for a parameter; a trailing `Some("*")` for a
-        /// catch-all.
         template: Vec<Segment>,
         /// Upper-case; `None` = every method.
         methods: Option<Vec<String>>,
@@ -60,6 +58,7 @@ enum Trigger {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
+    /// Lower-cased: the host's routing ignores case.
     Literal(String),
     Parameter,
     OptionalParameter,
@@ -162,6 +161,8 @@ fn template_matches(template: &[Segment], path: &[&str]) -> bool {
 }
 
 struct Shared {
+    /// `extensions.http.routePrefix` from host.json (`api` when absent).
+    prefix: String,
     functions: Vec<FunctionFolder>,
     key: String,
     handler: String,
@@ -170,12 +171,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// The function the host gives `method path` to: `extensions.http.routePrefix` is `api`.
+    /// The function the host gives `method path` to.
     fn pick(&self, method: &str, path: &str) -> Option<&FunctionFolder> {
         let mut segments = path.trim_start_matches('/').split('/');
         if !segments
             .next()
-            .is_some_and(|s| s.eq_ignore_ascii_case("api"))
+            .is_some_and(|s| s.eq_ignore_ascii_case(&self.prefix))
         {
             return None;
         }
@@ -236,6 +237,15 @@ impl FunctionsHost {
     /// door for the function folders under `app_root`.
     pub async fn start(app_root: &Path, env: &[(&str, &str)]) -> FunctionsHost {
         let functions = read_functions(app_root);
+        let host_json: Value = std::fs::read_to_string(app_root.join("host.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null);
+        let prefix = host_json["extensions"]["http"]["routePrefix"]
+            .as_str()
+            .unwrap_or("api")
+            .trim_matches('/')
+            .to_owned();
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -285,6 +295,7 @@ impl FunctionsHost {
         }
 
         let shared = Arc::new(Shared {
+            prefix,
             functions,
             key: format!("host-key-{}", uuid::Uuid::now_v7().simple()),
             handler: handler.clone(),
