@@ -419,6 +419,101 @@ async fn time_issuer_and_audience_are_checked() {
     assert_eq!(get_orders(&app, &token).send().await.unwrap().status(), 200);
 }
 
+/// The API's client id: the `aud` of every Entra ID v2 access token for it.
+const CLIENT_ID: &str = "6e3a1c2b-8a5d-4f7e-9b0c-1d2e3f405162";
+
+/// Entra ID issues v2 tokens with the client id as `aud`, v1 tokens with whatever the client
+/// asked for (often the App ID URI): one setting lists both, and either passes.
+#[tokio::test]
+async fn both_audience_forms_are_accepted() {
+    let keys = &*KEYS;
+    let idp = Idp::start(&[&keys.a]).await;
+    let both = format!("{CLIENT_ID}, {AUDIENCE}");
+    let app = spawn_with(production_config(&idp, &[("ORDERS_AUTH_AUDIENCE", both)])).await;
+    for audience in [json!(CLIENT_ID), json!(AUDIENCE), json!([CLIENT_ID])] {
+        let mut claims = idp.claims("alice", "Orders.Read");
+        claims["aud"] = audience.clone();
+        let token = sign(&keys.a, Some("key-a"), &claims);
+        let response = get_orders(&app, &token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "aud {audience}");
+    }
+    let mut claims = idp.claims("alice", "Orders.Read");
+    claims["aud"] = json!("00000000-0000-0000-0000-000000000000");
+    let token = sign(&keys.a, Some("key-a"), &claims);
+    let response = get_orders(&app, &token).send().await.unwrap();
+    assert_invalid_token(response, &token, "The token audience is not accepted.").await;
+}
+
+/// An app registration without `requestedAccessTokenVersion: 2` issues v1 tokens (issuer
+/// `https://sts.windows.net/{tenant}/`): they are refused with 401, and the log says what to
+/// change. So does a v2 token whose audience form is missing from the settings.
+#[tokio::test]
+async fn entra_version_and_audience_mismatches_are_401_and_the_log_names_the_fix() {
+    let keys = &*KEYS;
+    let idp = Idp::start(&[&keys.a]).await;
+    let handler = Handler::start(&[
+        ("ORDERS_AUTH_ISSUER", idp.issuer().as_str()),
+        ("ORDERS_AUTH_AUDIENCE", CLIENT_ID),
+    ]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/orders", handler.base());
+
+    let v1_issuer = "https://sts.windows.net/tenant/";
+    let mut claims = idp.claims("alice", "Orders.Read");
+    claims["iss"] = json!(v1_issuer);
+    claims["aud"] = json!(CLIENT_ID);
+    claims["ver"] = json!("1.0");
+    let v1 = sign(&keys.a, Some("key-a"), &claims);
+    let response = client.get(&url).bearer_auth(&v1).send().await.unwrap();
+    assert_invalid_token(response, &v1, "The token issuer is not accepted.").await;
+
+    // A v2 token, but the settings list only the client id and the token names the App ID URI.
+    let app_id_uri = idp.token(&keys.a, "alice", "Orders.Read");
+    let response = client
+        .get(&url)
+        .bearer_auth(&app_id_uri)
+        .send()
+        .await
+        .unwrap();
+    assert_invalid_token(response, &app_id_uri, "The token audience is not accepted.").await;
+
+    // Stop the process so every log line it wrote has come through the pipe.
+    handler.terminate();
+    let handler = tokio::task::spawn_blocking(move || {
+        let mut handler = handler;
+        handler.child.wait().unwrap();
+        handler
+    })
+    .await
+    .unwrap();
+    while !handler.stderr().contains("stopped") {
+        // Orders events: the process has exited, its last lines are on their way.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let stderr = handler.stderr();
+    let v1_line = stderr
+        .lines()
+        .find(|line| line.contains("v1 access token"))
+        .unwrap_or_else(|| panic!("no v1 hint in the log: {stderr}"));
+    assert!(v1_line.contains("WARN"), "{v1_line}");
+    assert!(
+        v1_line.contains("requestedAccessTokenVersion") && v1_line.contains(v1_issuer),
+        "{v1_line}"
+    );
+    let audience_line = stderr
+        .lines()
+        .find(|line| line.contains("for audience"))
+        .unwrap_or_else(|| panic!("no audience hint in the log: {stderr}"));
+    assert!(
+        audience_line.contains(AUDIENCE) && audience_line.contains("ORDERS_AUTH_AUDIENCE"),
+        "{audience_line}"
+    );
+    for token in [&v1, &app_id_uri] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!stderr.contains(signature), "a token reached the logs");
+    }
+}
+
 #[tokio::test]
 async fn forged_tokens_are_refused() {
     let keys = &*KEYS;

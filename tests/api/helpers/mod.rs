@@ -3,6 +3,8 @@
 
 pub mod azure;
 
+pub mod host;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
