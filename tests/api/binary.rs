@@ -2,19 +2,10 @@
 //! host's view of it (readiness probe, forwarded requests), and `handler functions check`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::Handler;
 use crate::helpers::host::FunctionsHost;
-
-fn handler() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::{Handler, dev_token, handler_command};
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line() {
@@ -24,7 +15,7 @@ fn a_bad_setting_stops_start_up_with_one_line() {
         ("ORDERS_REQUEST_TIMEOUT_MS", "300000"),
         ("ORDERS_BIND", "localhost:80"),
     ] {
-        let output = handler().env(setting, value).output().unwrap();
+        let output = handler_command().env(setting, value).output().unwrap();
         assert!(!output.status.success(), "{setting}={value} must fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
@@ -35,7 +26,7 @@ fn a_bad_setting_stops_start_up_with_one_line() {
 
 #[test]
 fn fault_injection_is_refused_in_azure() {
-    let output = handler()
+    let output = handler_command()
         .env("ORDERS_FAULT_INJECTION", "true")
         .env("WEBSITE_INSTANCE_ID", "0123456789abcdef")
         .env("PORT", "0")
@@ -51,7 +42,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let handler = Handler::start(&[("ORDERS_FAULT_INJECTION", "true")]);
     let base = handler.base();
     let client = reqwest::Client::new();
-    let token = dev_token();
+    let token = dev_token("alice", None);
     let slow = tokio::spawn({
         let client = client.clone();
         let url = format!("{base}/api/faults/slow?ms=1500");
@@ -81,24 +72,6 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     assert!(reqwest::get(format!("{base}/")).await.is_err());
 }
 
-/// A development token from the binary itself, as a user would get one.
-fn dev_token() -> String {
-    let output = handler()
-        .args([
-            "token",
-            "--sub",
-            "alice",
-            "--scope",
-            "Orders.Read",
-            "--scope",
-            "Orders.Write",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "handler token: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 /// The Functions host in front of the binary, reading the repository's function folders:
 /// readiness probe, routing by function-name order, function keys, forwarded requests.
 #[tokio::test]
@@ -108,7 +81,7 @@ async fn under_the_functions_host_api_routes_need_the_function_key() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let token = dev_token();
+    let token = dev_token("alice", None);
 
     // No key, or a wrong one: the host's own 401 with an empty body; the handler never sees it.
     for key in [None, Some("not-the-key")] {
@@ -254,7 +227,7 @@ async fn a_queue_message_reaches_the_export_worker_as_an_invocation() {
     let response = client
         .post(host.url("/api/exports"))
         .header("x-functions-key", &host.key)
-        .bearer_auth(dev_token())
+        .bearer_auth(dev_token("alice", None))
         .json(&serde_json::json!({"format": "ndjson"}))
         .send()
         .await
@@ -298,7 +271,7 @@ fn copy_app(to: &Path) {
 }
 
 fn functions_check(root: &Path) -> (bool, String) {
-    let output = handler()
+    let output = handler_command()
         .args(["functions", "check", "--root"])
         .arg(root)
         .output()

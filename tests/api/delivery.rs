@@ -892,24 +892,6 @@ fn imported_operations() -> Vec<(String, String)> {
     operations
 }
 
-fn handler_token() -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
-        .env_clear()
-        .args([
-            "token",
-            "--sub",
-            "alice",
-            "--scope",
-            "Orders.Read",
-            "--scope",
-            "Orders.Write",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// APIM sends each operation to the backend base URL plus the operation's URL template (the
 /// API's own path suffix is not forwarded). Composed, every imported operation must reach the
 /// function written for it under the host's routing, and a handler route behind it.
@@ -936,7 +918,7 @@ async fn apim_backend_url_plus_each_imported_operation_reaches_its_function_and_
     let host =
         crate::helpers::host::FunctionsHost::start(Path::new(env!("CARGO_MANIFEST_DIR")), &[])
             .await;
-    let token = handler_token();
+    let token = crate::helpers::dev_token("alice", None);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

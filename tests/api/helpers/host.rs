@@ -22,7 +22,7 @@
 use std::cmp::Ordering;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -250,10 +250,8 @@ impl FunctionsHost {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+        let mut command = super::handler_command();
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("FUNCTIONS_WORKER_RUNTIME", "custom")
             .env("ORDERS_LOG_FORMAT", "text")
