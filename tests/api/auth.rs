@@ -242,10 +242,16 @@ async fn entra_version_and_audience_mismatches_are_401_and_the_log_names_the_fix
     })
     .await
     .unwrap();
-    while !handler.stderr().contains("stopped") {
-        // Orders events: the process has exited, its last lines are on their way.
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The process has exited; its last lines are on their way through the pipe.
+    crate::helpers::eventually("the handler's last log line", || async {
+        let stderr = handler.stderr();
+        if stderr.contains("stopped") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     let stderr = handler.stderr();
     let v1_line = stderr
         .lines()
@@ -925,18 +931,16 @@ async fn development_mode_warns_and_keeps_tokens_and_secrets_out_of_logs() {
     let body = refused.text().await.unwrap();
     assert!(!body.contains(&foreign));
 
-    // The log lines arrive through a pipe; wait for the rejection's (this orders events, it
-    // bounds nothing about speed).
-    let mut polls = 0;
-    while !handler_process.stderr().contains("bearer token rejected") {
-        polls += 1;
-        assert!(
-            polls < 2_400,
-            "no rejection logged: {}",
-            handler_process.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The log lines arrive through a pipe; wait for the rejection's.
+    crate::helpers::eventually("the rejection in the log", || async {
+        let stderr = handler_process.stderr();
+        if stderr.contains("bearer token rejected") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     let stderr = handler_process.stderr();
     assert!(stderr.contains("DEVELOPMENT AUTHENTICATION"), "{stderr}");
     for secret_text in [secret, token.as_str(), foreign.as_str()] {

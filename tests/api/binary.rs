@@ -2,10 +2,9 @@
 //! host's view of it (readiness probe, forwarded requests), and `handler functions check`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::helpers::host::FunctionsHost;
-use crate::helpers::{Handler, dev_token, handler_command};
+use crate::helpers::{Handler, dev_token, eventually, handler_command};
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line() {
@@ -48,8 +47,16 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
         let url = format!("{base}/api/faults/slow?ms=1500");
         async move { client.get(url).bearer_auth(token).send().await }
     });
-    // Give the request time to reach the server (this orders events; it bounds nothing).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is in flight: the handler says so in its log.
+    eventually("the slow request in flight", || async {
+        let stderr = handler.stderr();
+        if stderr.contains("a slow request is sleeping") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     handler.terminate();
 
     let response = slow.await.unwrap().expect("in-flight request completes");

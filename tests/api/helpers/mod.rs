@@ -323,7 +323,7 @@ impl Handler {
             }
         });
         let port = port_rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(PATIENCE)
             .unwrap_or_else(|_| {
                 panic!(
                     "handler did not report its port; stderr: {:?}",
