@@ -42,8 +42,12 @@ def main():
                 if excluded(relative, rules) or os.path.abspath(full) == output:
                     continue
                 info = zipfile.ZipInfo.from_file(full, relative)
-                if relative == "handler":
-                    info.external_attr = (stat.S_IFREG | 0o755) << 16
+                # Unix modes in external_attr count only when the entry says it was made on
+                # Unix (create_system 3); ZipInfo.from_file says so only when run on Unix, so a
+                # zip built on Windows would lose the handler's executable bit.
+                info.create_system = 3
+                mode = 0o755 if relative == "handler" else 0o644
+                info.external_attr = (stat.S_IFREG | mode) << 16
                 with open(full, "rb") as f:
                     archive.writestr(info, f.read(), zipfile.ZIP_DEFLATED)
                 count += 1

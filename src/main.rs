@@ -59,7 +59,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum FunctionsCommand {
-    /// Compare every */function.json with the handler's routes; exit 1 on any mismatch.
+    /// Compare every */function.json with the handler's routes and simulate the host's routing
+    /// (function-name order, first match wins); exit 1 on any mismatch.
     Check {
         /// The Functions app root (where host.json is).
         #[arg(long, default_value = ".")]
@@ -235,9 +236,12 @@ fn check_functions(root: &std::path::Path) -> ExitCode {
     let (loaded, mut problems) = functions::check::load(root);
     problems.extend(functions::check::check(&loaded, &routes::catalog()));
     if problems.is_empty() {
+        let (table, _) = functions::routing::RouteTable::new(&loaded);
+        let order: Vec<&str> = table.routes().iter().map(|r| r.function).collect();
         println!(
-            "functions check: {} function folders agree with the handler's routes",
-            loaded.len()
+            "functions check: {} function folders agree with the handler's routes; the host tries HTTP functions in this order: {}",
+            loaded.len(),
+            order.join(", ")
         );
         ExitCode::SUCCESS
     } else {

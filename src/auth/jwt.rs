@@ -202,6 +202,9 @@ pub struct Rules {
     allowed: Vec<Algorithm>,
     /// One `Validation` per allowed algorithm.
     validations: Vec<(Algorithm, Validation)>,
+    /// For [`super::entra::hint`]: what the configuration expects.
+    issuer: String,
+    audiences: Vec<String>,
 }
 
 impl Rules {
@@ -224,6 +227,8 @@ impl Rules {
         Self {
             allowed: allowed.to_vec(),
             validations,
+            issuer: issuer.to_owned(),
+            audiences: audiences.to_vec(),
         }
     }
 
@@ -255,7 +260,21 @@ impl Rules {
             .ok_or(TokenRejection::AlgorithmNotAccepted)?;
         jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
-            .map_err(|error| rejection(error.kind()))
+            .map_err(|error| {
+                let rejection = rejection(error.kind());
+                if matches!(
+                    rejection,
+                    TokenRejection::WrongIssuer | TokenRejection::WrongAudience
+                ) {
+                    // The signature verified (it is checked before the claims), so the
+                    // token is the identity provider's and its iss and aud say how the
+                    // deployment is misconfigured.
+                    if let Some(hint) = super::entra::hint(token, &self.issuer, &self.audiences) {
+                        tracing::warn!(reason = rejection.reason(), "{hint}");
+                    }
+                }
+                rejection
+            })
     }
 }
 

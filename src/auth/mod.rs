@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod dev;
+mod entra;
 pub mod jwks;
 pub mod jwt;
 

@@ -1,12 +1,17 @@
 //! `handler functions check`: every HTTP function must route to something the Router serves,
 //! every Router route must be reachable through a function, and bindings must be well formed.
-//! A mismatch means requests the host sends nowhere (its empty 404) or to the wrong place.
+//! Then the host's own routing rule is simulated ([`super::routing`]): for every route and
+//! method the service offers, the function the host would pick (name order, first match) must
+//! be the one meant for it, so a catch-all that sorts first, or any other function that shadows
+//! another, fails the check. A mismatch means requests the host sends nowhere (its empty 404),
+//! to the wrong function, or past the function keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::routing::{self, RouteTable};
 use super::{Hosting, RouteInfo};
 
 /// The route prefix in host.json (`extensions.http.routePrefix`).
@@ -108,6 +113,11 @@ pub fn check(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
 
     for function in functions {
         let name = &function.name;
+        if !routing::valid_name(name) {
+            problems.push(format!(
+                "{name}: not a valid function name (a letter, then letters, digits, '-' or '_'; at most 128)"
+            ));
+        }
         let bindings = &function.definition.bindings;
         let triggers: Vec<&Binding> = bindings
             .iter()
@@ -192,6 +202,65 @@ pub fn check(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
     if !has_catch_all {
         problems.push("no catch-all function (route \"{*path}\", every method): unknown paths would get the host's empty 404".to_owned());
     }
+    problems.extend(check_host_routing(functions, routes));
+    problems
+}
+
+/// Simulates the host's choice for every route and method the service offers through Functions.
+fn check_host_routing(functions: &[Function], routes: &[RouteInfo]) -> Vec<String> {
+    let (table, mut problems) = RouteTable::new(functions);
+    let order = table.routes();
+
+    // A catch-all takes every request for the functions sorted after it.
+    for (position, catch_all) in order.iter().enumerate() {
+        if !catch_all.template.is_catch_all() {
+            continue;
+        }
+        let shadowed: Vec<&str> = order[position + 1..]
+            .iter()
+            .filter(|r| !r.template.is_catch_all())
+            .map(|r| r.function)
+            .collect();
+        if !shadowed.is_empty() {
+            problems.push(format!(
+                "{}: the catch-all sorts before {} in the host's function-name order (ordinal, ignoring case), so its route '{}' takes their requests{}: rename its folder so it sorts after every HTTP function (e.g. zz-catch-all)",
+                catch_all.function,
+                shadowed.join(", "),
+                catch_all.route,
+                if catch_all.auth_level == Some("anonymous") { ", without a function key" } else { "" },
+            ));
+        }
+    }
+
+    for route in routes.iter().filter(|r| r.hosting == Hosting::Functions) {
+        let path = routing::sample_path(&route.path);
+        for method in &route.methods {
+            // The functions written for this route and method (none is reported above).
+            let meant: Vec<&str> = order
+                .iter()
+                .filter(|r| {
+                    !r.template.is_catch_all()
+                        && router_path(r.route) == route.path
+                        && r.accepts(method)
+                })
+                .map(|r| r.function)
+                .collect();
+            let Some(first_meant) = meant.first() else {
+                continue;
+            };
+            match table.pick(method, &path) {
+                Some(picked) if meant.contains(&picked.function) => {}
+                Some(picked) => problems.push(format!(
+                    "{}: shadows {first_meant}: the host would give {method} {} to '{}' (route '{}'), which sorts before '{first_meant}'",
+                    picked.function, route.path, picked.function, picked.route
+                )),
+                None => problems.push(format!(
+                    "{method} {}: no function route matches it under the host's rule; the host would answer its own empty 404",
+                    route.path
+                )),
+            }
+        }
+    }
     problems
 }
 
@@ -245,8 +314,13 @@ fn check_http(
         "function"
     };
     if trigger.auth_level.as_deref() != Some(expected_auth) {
+        let why = if served.anonymous {
+            "the handler serves it without a token"
+        } else {
+            "an API route: only callers holding a function key (APIM) may reach it"
+        };
         problems.push(format!(
-            "{name}: authLevel is {:?}, expected \"{expected_auth}\"",
+            "{name}: authLevel is {:?}, expected \"{expected_auth}\" ({why})",
             trigger.auth_level.as_deref().unwrap_or("(missing)")
         ));
     }

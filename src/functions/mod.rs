@@ -1,10 +1,12 @@
 //! The Functions side of the handler: the routes as the Functions host must see them
 //! ([`RouteInfo`]), the `function.json` model and `handler functions check` ([`check`]), which
-//! keeps the function folders and the Router in agreement, and the custom-handler invocation
-//! payload of non-HTTP functions ([`invocation`]).
+//! keeps the function folders and the Router in agreement with the host's routing rule
+//! simulated ([`routing`]), and the custom-handler invocation payload of non-HTTP functions
+//! ([`invocation`]).
 
 pub mod check;
 pub mod invocation;
+pub mod routing;
 
 /// Where a route may be hosted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

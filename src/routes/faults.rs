@@ -49,6 +49,8 @@ async fn inject(
                     format!("must be at most {MAX_SLOW_MS}"),
                 )]));
             }
+            // Said in the log, so a test can tell the request is in flight.
+            tracing::info!(ms, "fault injection: a slow request is sleeping");
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(Json(serde_json::json!({ "sleptMs": ms })))
         }

@@ -6,19 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::azure::Azurite;
-use crate::helpers::{Handler, TestApp, assert_error, eventually, header, sample_order};
-use orders_api::config::Config;
+use crate::helpers::{Handler, TestApp, assert_error, dev_token, eventually, header, sample_order};
 use orders_api::config::storage::StorageAccount;
 use orders_api::state::AppState;
 use orders_api::store::azure::{self, Names, Timing};
 use orders_api::store::memory::MemoryOrderStore;
 use serde_json::{Value, json};
-
-fn token(subject: &str) -> String {
-    let request =
-        orders_api::auth::dev::TokenRequest::new(subject, &["Orders.Read", "Orders.Write"]);
-    orders_api::auth::dev::issue_token(&Config::defaults().auth, &request).unwrap()
-}
 
 fn subject() -> String {
     format!("user-{}", crate::helpers::azure::unique_suffix())
@@ -37,10 +30,11 @@ async fn orders_survive_a_restart_of_the_handler() {
     let storage = crate::helpers::azure::connection_string();
     let client = reqwest::Client::new();
     let user = subject();
+    let bearer = dev_token(&user, None);
     let first = start_handler(&storage);
     let created = client
         .post(format!("{}/api/orders", first.base()))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .json(&sample_order())
         .send()
         .await
@@ -54,7 +48,7 @@ async fn orders_survive_a_restart_of_the_handler() {
     let second = start_handler(&storage);
     let read = client
         .get(format!("{}{location}", second.base()))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .send()
         .await
         .unwrap();
@@ -68,7 +62,7 @@ async fn orders_survive_a_restart_of_the_handler() {
     // The stored ETag still guards updates made through the new process.
     let stale = client
         .patch(format!("{}{location}", second.base()))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .header("if-match", "\"stale\"")
         .json(&json!({"status": "paid"}))
         .send()
@@ -77,7 +71,7 @@ async fn orders_survive_a_restart_of_the_handler() {
     assert_eq!(stale.status(), 412);
     let paid = client
         .patch(format!("{}{location}", second.base()))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .header("if-match", &etag)
         .json(&json!({"status": "paid"}))
         .send()
@@ -98,11 +92,12 @@ async fn export_completes_through_the_standalone_poller() {
         .build()
         .unwrap();
     let user = subject();
+    let bearer = dev_token(&user, None);
     let base = handler.base();
     for _ in 0..2 {
         let created = client
             .post(format!("{base}/api/orders"))
-            .bearer_auth(token(&user))
+            .bearer_auth(&bearer)
             .json(&sample_order())
             .send()
             .await
@@ -111,7 +106,7 @@ async fn export_completes_through_the_standalone_poller() {
     }
     let accepted = client
         .post(format!("{base}/api/exports"))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .json(&json!({"format": "csv"}))
         .send()
         .await
@@ -122,7 +117,7 @@ async fn export_completes_through_the_standalone_poller() {
     let job: Value = eventually("the export succeeding through the poller", || async {
         let job: Value = client
             .get(format!("{base}{location}"))
-            .bearer_auth(token(&user))
+            .bearer_auth(&bearer)
             .send()
             .await
             .unwrap()
@@ -139,7 +134,7 @@ async fn export_completes_through_the_standalone_poller() {
     assert_eq!(job["orderCount"], 2);
     let download = client
         .get(format!("{base}{location}/download"))
-        .bearer_auth(token(&user))
+        .bearer_auth(&bearer)
         .send()
         .await
         .unwrap();
@@ -547,10 +542,11 @@ async fn export_completes_through_the_emulated_functions_host() {
         200
     );
     let user = subject();
+    let bearer = dev_token(&user, None);
     let forward = |method: reqwest::Method, path: &str| {
         client
             .request(method, format!("{base}{path}"))
-            .bearer_auth(token(&user))
+            .bearer_auth(&bearer)
             .header(
                 "x-azure-functions-invocationid",
                 "6a1b6c0e-0000-4000-8000-000000000001",

@@ -2,18 +2,9 @@
 //! host's view of it (readiness probe, forwarded requests), and `handler functions check`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use crate::helpers::Handler;
-
-fn handler() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::host::FunctionsHost;
+use crate::helpers::{Handler, dev_token, eventually, handler_command};
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line() {
@@ -23,7 +14,7 @@ fn a_bad_setting_stops_start_up_with_one_line() {
         ("ORDERS_REQUEST_TIMEOUT_MS", "300000"),
         ("ORDERS_BIND", "localhost:80"),
     ] {
-        let output = handler().env(setting, value).output().unwrap();
+        let output = handler_command().env(setting, value).output().unwrap();
         assert!(!output.status.success(), "{setting}={value} must fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
@@ -34,7 +25,7 @@ fn a_bad_setting_stops_start_up_with_one_line() {
 
 #[test]
 fn fault_injection_is_refused_in_azure() {
-    let output = handler()
+    let output = handler_command()
         .env("ORDERS_FAULT_INJECTION", "true")
         .env("WEBSITE_INSTANCE_ID", "0123456789abcdef")
         .env("PORT", "0")
@@ -50,14 +41,22 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     let handler = Handler::start(&[("ORDERS_FAULT_INJECTION", "true")]);
     let base = handler.base();
     let client = reqwest::Client::new();
-    let token = dev_token();
+    let token = dev_token("alice", None);
     let slow = tokio::spawn({
         let client = client.clone();
         let url = format!("{base}/api/faults/slow?ms=1500");
         async move { client.get(url).bearer_auth(token).send().await }
     });
-    // Give the request time to reach the server (this orders events; it bounds nothing).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is in flight: the handler says so in its log.
+    eventually("the slow request in flight", || async {
+        let stderr = handler.stderr();
+        if stderr.contains("a slow request is sleeping") {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+    })
+    .await;
     handler.terminate();
 
     let response = slow.await.unwrap().expect("in-flight request completes");
@@ -80,78 +79,187 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
     assert!(reqwest::get(format!("{base}/")).await.is_err());
 }
 
-/// A development token from the binary itself, as a user would get one.
-fn dev_token() -> String {
-    let output = handler()
-        .args([
-            "token",
-            "--sub",
-            "alice",
-            "--scope",
-            "Orders.Read",
-            "--scope",
-            "Orders.Write",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "handler token: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// Emulates the Functions host: it picks the port, starts the process, polls `GET /` every
-/// 25 ms until any response arrives, then forwards requests with the full `/api/...` path and
-/// its own headers.
+/// The Functions host in front of the binary, reading the repository's function folders:
+/// readiness probe, routing by function-name order, function keys, forwarded requests.
 #[tokio::test]
-async fn functions_host_emulation() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = handler()
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("PORT", "1") // must be ignored in favour of the host's port
-        .env("FUNCTIONS_WORKER_RUNTIME", "custom")
-        .stderr(std::process::Stdio::null())
-        .spawn()
+async fn under_the_functions_host_api_routes_need_the_function_key() {
+    let host = FunctionsHost::start(&repo_root(), &[("PORT", "1")]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
         .unwrap();
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut polls = 0;
-    let ready = loop {
-        polls += 1;
-        if let Ok(response) = client.get(format!("{base}/")).send().await {
-            break response;
-        }
-        assert!(polls < 2_400, "no readiness answer after {polls} polls");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    assert_eq!(ready.status(), 200);
+    let token = dev_token("alice", None);
 
-    let invocation = "8d4a5a5e-8a6f-4a1b-9e0d-1c2b3a4d5e6f";
+    // No key, or a wrong one: the host's own 401 with an empty body; the handler never sees it.
+    for key in [None, Some("not-the-key")] {
+        let mut request = client.get(host.url("/api/orders")).bearer_auth(&token);
+        if let Some(key) = key {
+            request = request.header("x-functions-key", key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "key {key:?}");
+        assert!(
+            response.bytes().await.unwrap().is_empty(),
+            "the host's 401 has no body"
+        );
+    }
+    assert!(host.invocations().is_empty(), "{:?}", host.invocations());
+
+    // With the key, in the header or as `code=`, the orders function forwards to the handler.
     let response = client
-        .get(format!("{base}/api/orders?top=5"))
-        .header("X-Azure-Functions-InvocationId", invocation)
-        .header("X-Azure-Functions-HostVersion", "4.1040.300.0")
-        .header("x-functions-key", "host-checked-key")
-        .header("Host", "orders-app.azurewebsites.net")
-        .bearer_auth(dev_token())
+        .get(host.url("/api/orders?top=5"))
+        .header("x-functions-key", &host.key)
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["value"].is_array());
-
-    // Unknown paths arrive through the catch-all function and get the JSON 404.
     let response = client
-        .get(format!("{base}/api/no/such/thing"))
-        .header("X-Azure-Functions-InvocationId", invocation)
+        .get(host.url(&format!("/api/orders?code={}&top=5", host.key)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "code= in the query is the key too");
+    let response = client
+        .get(host.url("/api/orders/o_missing"))
+        .header("x-functions-key", &host.key)
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     crate::helpers::assert_error(response, 404, "NotFound").await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let response = client
+        .post(host.url("/api/v1/orders"))
+        .header("x-functions-key", &host.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 308, "legacy path through orders-v1");
+
+    // Anonymous functions need no key.
+    let response = client.get(host.url("/api/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Unknown paths and methods reach the handler through the catch-all, which sorts last:
+    // its JSON 404 and 405, not the host's empty ones.
+    let response = client
+        .get(host.url("/api/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
+    let body = crate::helpers::assert_error(response, 404, "NotFound").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/no/such/thing")
+    );
+    let response = client
+        .put(host.url("/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("allow"));
+    crate::helpers::assert_error(response, 405, "MethodNotAllowed").await;
+
+    let names: Vec<(String, String)> = host
+        .invocations()
+        .into_iter()
+        .map(|i| (i.function, i.path))
+        .collect();
+    let expected = [
+        ("orders", "/api/orders"),
+        ("orders", "/api/orders"),
+        ("order", "/api/orders/o_missing"),
+        ("orders-v1", "/api/v1/orders"),
+        ("health", "/api/health"),
+        ("zz-catch-all", "/api/no/such/thing"),
+        ("zz-catch-all", "/api/orders"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(f, p)| ((*f).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(
+        names,
+        expected,
+        "the function the host picked for each request; handler log:\n{}",
+        host.stderr()
+    );
+    let ids: std::collections::BTreeSet<String> =
+        host.invocations().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), expected.len(), "one invocation id per request");
+}
+
+/// The emulation is as unforgiving as the host: with the catch-all named so that it sorts
+/// first, it takes every request, anonymously, and `functions check` names it.
+#[tokio::test]
+async fn a_catch_all_that_sorts_first_takes_every_request_past_the_keys() {
+    let dir = tempdir();
+    copy_app(&dir);
+    std::fs::rename(dir.join("zz-catch-all"), dir.join("catch-all")).unwrap();
+    let host = FunctionsHost::start(&dir, &[]).await;
+    assert_eq!(
+        host.route_for("GET", "/api/orders").as_deref(),
+        Some("catch-all")
+    );
+    let response = reqwest::get(host.url("/api/orders")).await.unwrap();
+    // Not the host's empty 401: the request went past the key check to the handler.
+    crate::helpers::assert_error(response, 401, "Unauthorized").await;
+    assert_eq!(host.invocations()[0].function, "catch-all");
+
+    let (ok, stdout) = functions_check(&dir);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("catch-all: the catch-all sorts before") && stdout.contains("orders"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("catch-all: shadows orders: the host would give GET /api/orders"),
+        "{stdout}"
+    );
+    drop(host);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Queue-triggered functions get the host's invocation payload at `POST /<function name>`.
+#[tokio::test]
+async fn a_queue_message_reaches_the_export_worker_as_an_invocation() {
+    let host = FunctionsHost::start(&repo_root(), &[]).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(host.url("/api/exports"))
+        .header("x-functions-key", &host.key)
+        .bearer_auth(dev_token("alice", None))
+        .json(&serde_json::json!({"format": "ndjson"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let job: serde_json::Value = response.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let message = serde_json::json!({"owner": "alice", "id": id}).to_string();
+    let (status, reply) = host
+        .deliver_queue_message("export-worker", &message, 1)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let logs = reply["Logs"].as_array().unwrap();
+    // In memory mode the handler's own poller may have run the job first: either way it is done.
+    assert!(
+        logs.iter().any(|line| {
+            let line = line.as_str().unwrap_or("");
+            line.contains(id) && (line.contains("succeeded") || line.contains("already finished"))
+        }),
+        "{reply}"
+    );
+    assert_eq!(
+        host.invocations().last().map(|i| i.function.as_str()),
+        Some("export-worker")
+    );
 }
 
 fn repo_root() -> PathBuf {
@@ -170,7 +278,7 @@ fn copy_app(to: &Path) {
 }
 
 fn functions_check(root: &Path) -> (bool, String) {
-    let output = handler()
+    let output = handler_command()
         .args(["functions", "check", "--root"])
         .arg(root)
         .output()
@@ -190,7 +298,7 @@ fn functions_check_passes_on_the_repository() {
 #[test]
 fn functions_check_fails_on_broken_function_folders() {
     type Breakage = fn(&Path);
-    let cases: [(&str, Breakage, &str); 4] = [
+    let cases: [(&str, Breakage, &str); 7] = [
         (
             "route the handler does not serve",
             |root| {
@@ -207,8 +315,33 @@ fn functions_check_fails_on_broken_function_folders() {
         ),
         (
             "missing catch-all",
-            |root| std::fs::remove_dir_all(root.join("catch-all")).unwrap(),
+            |root| std::fs::remove_dir_all(root.join("zz-catch-all")).unwrap(),
             "no catch-all",
+        ),
+        (
+            "catch-all sorting first",
+            |root| std::fs::rename(root.join("zz-catch-all"), root.join("catch-all")).unwrap(),
+            "catch-all: shadows order:",
+        ),
+        (
+            "anonymous API function",
+            |root| {
+                rewrite(root, "orders", |s| {
+                    s.replace("\"function\"", "\"anonymous\"")
+                })
+            },
+            "orders: authLevel is \"anonymous\", expected \"function\"",
+        ),
+        (
+            "a parameter route sorting before a more specific one",
+            |root| {
+                // 'export' sorts before 'export-download': with an optional segment its route
+                // takes exports/{id}/download too, as the host tries it first.
+                rewrite(root, "export", |s| {
+                    s.replace("exports/{id}\"", "exports/{id}/{part?}\"")
+                })
+            },
+            "export: shadows export-download: the host would give GET /api/exports/{id}/download to 'export'",
         ),
         (
             "two outputs",

@@ -11,7 +11,7 @@ use crate::helpers::{Handler, eventually};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use serde_json::Value;
 
 const IKEY: &str = "00000000-0000-4000-8000-0000000000aa";
@@ -185,26 +185,7 @@ fn start_exporting(ingestion: &Ingestion, extra: &[(&str, &str)]) -> Handler {
 
 /// A development token for `subject`, as `handler token` issues it for [`DEV_SECRET`].
 fn dev_token(subject: &str) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_handler"))
-        .env_clear()
-        .env("ORDERS_AUTH_DEV_SECRET", DEV_SECRET)
-        .args([
-            "token",
-            "--sub",
-            subject,
-            "--scope",
-            "Orders.Read",
-            "--scope",
-            "Orders.Write",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "handler token: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    crate::helpers::dev_token(subject, Some(DEV_SECRET))
 }
 
 fn client() -> reqwest::Client {
@@ -582,26 +563,10 @@ async fn every_500_is_an_exception_with_the_detail_the_response_hid() {
 
 #[tokio::test]
 async fn a_jwks_fetch_is_a_dependency() {
-    // A stand-in identity provider publishing an empty key set.
-    let keys = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    keys.set_nonblocking(true).unwrap();
-    let keys_addr = keys.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(keys).unwrap();
-            let app = Router::new().route(
-                "/keys",
-                get(|| async { ([("content-type", "application/json")], r#"{"keys":[]}"#) }),
-            );
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let issuer = format!("http://{keys_addr}/");
-    let jwks_uri = format!("http://{keys_addr}/keys");
+    // The stand-in identity provider, publishing no keys.
+    let idp = crate::helpers::idp::Idp::start(&[]).await;
+    let issuer = idp.issuer();
+    let jwks_uri = idp.jwks_uri();
     let ingestion = Ingestion::start();
     let handler = start_exporting(
         &ingestion,
@@ -629,7 +594,10 @@ async fn a_jwks_fetch_is_a_dependency() {
     let dependency = ingestion
         .wait_for("dependency telemetry for the JWKS fetch", |e| {
             e.iter()
-                .find(|e| kind(e) == "RemoteDependencyData" && data(e)["name"] == "GET /keys")
+                .find(|e| {
+                    kind(e) == "RemoteDependencyData"
+                        && data(e)["name"] == "GET /tenant/discovery/v2.0/keys"
+                })
                 .cloned()
         })
         .await;

@@ -3,6 +3,9 @@
 
 pub mod azure;
 
+pub mod host;
+pub mod idp;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -240,6 +243,43 @@ pub fn assert_error_body(body: &Value, status: u16, error: &str) {
     }
 }
 
+/// The real `handler` binary as a command, with an empty environment but `PATH`: each test
+/// says exactly which settings it runs with.
+pub fn handler_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// A development token for `subject` with both scopes, from `handler token` as a user gets one;
+/// signed with `secret` (`ORDERS_AUTH_DEV_SECRET`), or the built-in key with `None`.
+pub fn dev_token(subject: &str, secret: Option<&str>) -> String {
+    let mut command = handler_command();
+    if let Some(secret) = secret {
+        command.env("ORDERS_AUTH_DEV_SECRET", secret);
+    }
+    let output = command
+        .args([
+            "token",
+            "--sub",
+            subject,
+            "--scope",
+            "Orders.Read",
+            "--scope",
+            "Orders.Write",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "handler token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// The real `handler` binary, started with `env` on an ephemeral port (PORT=0); the port is read
 /// from its "listening" log line.
 pub struct Handler {
@@ -250,10 +290,8 @@ pub struct Handler {
 
 impl Handler {
     pub fn start(env: &[(&str, &str)]) -> Handler {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+        let mut command = handler_command();
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")
             .env("ORDERS_LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
@@ -285,7 +323,7 @@ impl Handler {
             }
         });
         let port = port_rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(PATIENCE)
             .unwrap_or_else(|_| {
                 panic!(
                     "handler did not report its port; stderr: {:?}",
