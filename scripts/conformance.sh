@@ -58,6 +58,7 @@ if [ "$problem_json" = true ]; then
   exit
 fi
 
+SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py \
 "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
   --url "$base" \
   --checks all \

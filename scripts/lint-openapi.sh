@@ -8,23 +8,11 @@
 # with every rule switched off justified there); both come from package-lock.json (npm ci).
 # openapi-spec-validator (pinned, with its whole environment, by
 # scripts/openapi-lint-requirements.txt) validates each document against its own version's
-# schema. The 3.0 document is linted when it exists; while it does not, it is skipped with a
-# notice, or is an error with --require-3.0 (or require_30=true below, once it is checked in).
+# schema. Both documents must exist (`handler openapi` writes them).
 #
-# Usage: scripts/lint-openapi.sh [--require-3.0]
+# Usage: scripts/lint-openapi.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-require_30=false
-for arg in "$@"; do
-  case "$arg" in
-    --require-3.0) require_30=true ;;
-    *)
-      echo "usage: $0 [--require-3.0]" >&2
-      exit 2
-      ;;
-  esac
-done
 
 doc_31=openapi/openapi.json
 doc_30=openapi/openapi-3.0.json
@@ -54,15 +42,8 @@ spec_validator() { # file, OpenAPI version
 spectral "$doc_31"
 spec_validator "$doc_31" 3.1
 
-if [ -f "$doc_30" ]; then
-  spectral "$doc_30"
-  spec_validator "$doc_30" 3.0
-elif [ "$require_30" = true ]; then
-  echo "-- $doc_30 is missing: the 3.0.3 rendering for API Management must be checked in beside $doc_31"
-  failed+=("$doc_30 missing")
-else
-  echo "-- $doc_30 does not exist yet: skipped (--require-3.0 makes this an error)"
-fi
+spectral "$doc_30"
+spec_validator "$doc_30" 3.0
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo

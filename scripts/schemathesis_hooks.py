@@ -8,6 +8,8 @@ headers that carry meaning for a client; transport headers (Content-Type, Conten
 Connection, ...) are left alone.
 """
 
+import re
+
 import schemathesis
 
 # Lower-case names of the headers the service sends with meaning for a client.
@@ -61,3 +63,25 @@ class undeclared_response_headers:  # noqa: N801 (the check's name as schemathes
             raise AssertionError(
                 "Responses send headers their definitions do not declare:\n" + "\n".join(lines)
             )
+
+
+# If-Match / If-None-Match as the document declares them: `*`, or a list of entity tags.
+_ENTITY_TAGS = re.compile(r'^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$')
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    """Keeps a positive case positive: drops a conditional header that breaks its pattern.
+
+    Schemathesis 4.32's coverage phase generates values for header parameters without their
+    `pattern` (`If-Match: 0`) and sends them as schema-valid, so the service's 400 for a malformed
+    condition is reported as a rejected valid request. The header is optional: without it the
+    case is what it claimed to be. Negative cases keep their invalid values (and get 400).
+    """
+    meta = case.meta
+    if meta is None or meta.generation.mode.name.lower() != "positive" or not case.headers:
+        return
+    for name in ("If-Match", "If-None-Match"):
+        value = case.headers.get(name)
+        if value is not None and not _ENTITY_TAGS.match(value):
+            del case.headers[name]

@@ -18,12 +18,22 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Longest `message` (and field-level message) a body carries; longer text, which can quote the
+/// client's input, is cut.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+/// Longest `field` path in `details`.
+pub const MAX_FIELD_CHARS: usize = 256;
+/// Most field-level problems one body lists.
+pub const MAX_DETAILS: usize = 100;
+
 /// One problem with one field of the request, as listed in `details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     /// Where the problem is: a JSON path such as `items[0].quantity`, or a query parameter name.
+    #[schema(max_length = 256, example = "items[0].quantity")]
     pub field: String,
     /// What is wrong with it, for humans.
+    #[schema(max_length = 512, example = "must be between 1 and 10000")]
     pub message: String,
 }
 
@@ -41,18 +51,83 @@ impl FieldError {
 #[schema(example = json!({"status": 404, "error": "NotFound", "message": "Order 'o_123' was not found.", "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}))]
 pub struct ErrorBody {
     /// Equals the HTTP status code.
+    #[schema(minimum = 400, maximum = 599, format = Int32)]
     pub status: u16,
     /// The reason phrase in PascalCase, e.g. `NotFound`.
+    #[schema(max_length = 64, pattern = "^[A-Za-z]{1,64}$")]
     pub error: String,
     /// What went wrong, for humans.
+    #[schema(max_length = 512)]
     pub message: String,
     /// W3C trace id of the request (the Application Insights operation id).
     #[serde(rename = "traceId")]
+    #[schema(min_length = 32, max_length = 32, pattern = "^[0-9a-f]{32}$")]
     pub trace_id: String,
     /// Field-level problems, present on validation errors only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, max_items = 100)]
     pub details: Option<Vec<FieldError>>,
+}
+
+/// The same error as RFC 9457 problem details (`application/problem+json`), for clients that
+/// prefer it: the RFC's members plus every member of [`ErrorBody`] (`detail` repeats
+/// `message`), so a client can read either media type with one model.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Order 'o_123' was not found.", "instance": "/api/orders/o_123", "error": "NotFound", "message": "Order 'o_123' was not found.", "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}))]
+pub struct ProblemDetails {
+    /// Always `about:blank`: the status and `error` say what kind of problem it is.
+    #[serde(rename = "type")]
+    #[schema(max_length = 64, format = "uri", example = "about:blank")]
+    pub problem_type: &'static str,
+    /// The status's reason phrase.
+    #[schema(max_length = 64)]
+    pub title: &'static str,
+    #[schema(minimum = 400, maximum = 599, format = Int32)]
+    pub status: u16,
+    /// What went wrong, for humans (equals `message`).
+    #[schema(max_length = 512)]
+    pub detail: String,
+    /// The path of the request.
+    #[schema(max_length = 2048, format = "uri-reference")]
+    pub instance: String,
+    #[schema(max_length = 64, pattern = "^[A-Za-z]{1,64}$")]
+    pub error: String,
+    #[schema(max_length = 512)]
+    pub message: String,
+    #[serde(rename = "traceId")]
+    #[schema(min_length = 32, max_length = 32, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_items = 100)]
+    pub details: Option<Vec<FieldError>>,
+}
+
+impl ProblemDetails {
+    pub fn new(body: ErrorBody, instance: &str) -> Self {
+        let title = StatusCode::from_u16(body.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        Self {
+            problem_type: "about:blank",
+            title,
+            status: body.status,
+            detail: body.message.clone(),
+            instance: cut(instance, 2048),
+            error: body.error,
+            message: body.message,
+            trace_id: body.trace_id,
+            details: body.details,
+        }
+    }
+}
+
+/// `text` cut to at most `max` characters.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => text[..at].to_owned(),
+        None => text.to_owned(),
+    }
 }
 
 /// Boxed so that `Result<T, ApiError>` stays one pointer wide on the happy path.
@@ -205,14 +280,26 @@ impl ApiError {
         let message = if self.0.status.is_server_error() {
             default_message(self.0.status).to_owned()
         } else {
-            self.0.message.to_string()
+            cut(&self.0.message, MAX_MESSAGE_CHARS)
         };
+        let details = self
+            .0
+            .details
+            .iter()
+            .take(MAX_DETAILS)
+            .map(|d| {
+                FieldError::new(
+                    cut(&d.field, MAX_FIELD_CHARS),
+                    cut(&d.message, MAX_MESSAGE_CHARS),
+                )
+            })
+            .collect::<Vec<_>>();
         ErrorBody {
             status: self.0.status.as_u16(),
             error: error_name(self.0.status),
             message,
             trace_id: trace_id.to_owned(),
-            details: (!self.0.details.is_empty()).then(|| self.0.details.clone()),
+            details: (!details.is_empty()).then_some(details),
         }
     }
 }

@@ -33,6 +33,9 @@ enum Command {
         /// Write here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// `3.1` (as served) or `3.0` (3.0.3, for import into API Management).
+        #[arg(long, default_value = "3.1", value_parser = ["3.1", "3.0"])]
+        spec_version: String,
     },
     /// Print a development-mode bearer token, valid for a handler with the same
     /// ORDERS_AUTH_DEV_SECRET (or the built-in development key).
@@ -72,7 +75,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        Command::Openapi { output } => write_openapi(output),
+        Command::Openapi {
+            output,
+            spec_version,
+        } => write_openapi(output, &spec_version),
         Command::Token {
             sub,
             scopes,
@@ -209,8 +215,12 @@ fn print_token(sub: String, scopes: Vec<String>, roles: Vec<String>, expires_in:
     }
 }
 
-fn write_openapi(output: Option<PathBuf>) -> ExitCode {
-    let text = match routes::openapi::to_json(&routes::document()) {
+fn write_openapi(output: Option<PathBuf>, spec_version: &str) -> ExitCode {
+    let version = match spec_version {
+        "3.0" => routes::openapi::SpecVersion::V3_0,
+        _ => routes::openapi::SpecVersion::V3_1,
+    };
+    let text = match routes::openapi::render(&routes::document(), version) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("handler: {error}");

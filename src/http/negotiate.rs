@@ -3,7 +3,12 @@
 //! The service offers few representations (JSON, and problem+json for errors), so a small
 //! q-value evaluator is enough; a general negotiation crate would add weight for no gain.
 
-use axum::http::{HeaderMap, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
 
 pub const JSON: &str = "application/json";
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -53,6 +58,30 @@ pub fn quality(headers: &HeaderMap, media_type: &str) -> f32 {
 /// Whether the client accepts a JSON response at all.
 pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     quality(headers, media_type) > 0.0
+}
+
+/// Middleware for resources whose every success is JSON: 406 unless the client accepts JSON.
+///
+/// A client that accepts problem details but not JSON still has a safe request (GET, HEAD)
+/// carried out, so that an error reaches it in the form it asked for; only a success, which
+/// would be JSON, becomes 406. An unsafe request is refused before it can change anything.
+pub async fn json_only(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if accepts(headers, JSON) {
+        return next.run(req).await;
+    }
+    let errors_wanted = accepts(headers, PROBLEM_JSON) && req.method().is_safe();
+    if errors_wanted {
+        let response = next.run(req).await;
+        if !response.status().is_success() {
+            return response;
+        }
+    }
+    ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "This resource is available as application/json only.",
+    )
+    .into_response()
 }
 
 /// Errors are rendered as RFC 9457 problem details when the client asks for them more strongly

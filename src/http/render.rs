@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Serialize;
 
-use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::error::{ApiError, ProblemDetails};
 use crate::http::context::RequestContext;
 use crate::http::negotiate;
 
@@ -63,7 +63,7 @@ pub fn render(response: Response, context: ErrorContext) -> Response {
     let (content_type, bytes) = if problem_json {
         (
             negotiate::PROBLEM_JSON,
-            to_json(&ProblemDetails::new(body, instance)),
+            to_json(&ProblemDetails::new(body, &instance)),
         )
     } else {
         (negotiate::JSON, to_json(&body))
@@ -114,39 +114,4 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
     // the promise of a JSON body even so.
     serde_json::to_vec(value)
         .unwrap_or_else(|_| br#"{"status":500,"error":"InternalServerError"}"#.to_vec())
-}
-
-/// RFC 9457 problem details, with this service's `error`, `traceId` and `details` as extension
-/// members.
-#[derive(Serialize)]
-struct ProblemDetails {
-    r#type: &'static str,
-    title: &'static str,
-    status: u16,
-    detail: String,
-    instance: String,
-    error: String,
-    #[serde(rename = "traceId")]
-    trace_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<Vec<FieldError>>,
-}
-
-impl ProblemDetails {
-    fn new(body: ErrorBody, instance: String) -> Self {
-        let title = axum::http::StatusCode::from_u16(body.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error");
-        Self {
-            r#type: "about:blank",
-            title,
-            status: body.status,
-            detail: body.message,
-            instance,
-            error: body.error,
-            trace_id: body.trace_id,
-            details: body.details,
-        }
-    }
 }

@@ -4,9 +4,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::{self};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -17,10 +17,11 @@ use utoipa_axum::routes;
 use super::orders::StatusName;
 use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::functions::invocation::{InvocationRequest, InvocationResponse};
 use crate::http::json::{ApiJson, Checked};
 use crate::http::{negotiate, render};
+use crate::routes::openapi::responses::*;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::exports::{ExportMessage, FileLocation};
@@ -40,22 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_export))
         .routes(routes!(get_export))
-        .layer(middleware::from_fn(require_json_accept))
+        .layer(middleware::from_fn(negotiate::json_only))
         // A redirect has no representation to negotiate: any Accept may follow it.
         .routes(routes!(download_export))
-}
-
-/// 406 when the client accepts no JSON: the job is only available as JSON.
-async fn require_json_accept(req: Request, next: Next) -> Response {
-    if negotiate::accepts(req.headers(), negotiate::JSON) {
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "Exports are described as application/json only.",
-        )
-        .into_response()
-    }
 }
 
 /// Routes outside the OpenAPI document: the memory-mode file and the worker invocation.
@@ -103,7 +91,12 @@ pub struct CreateExportRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportResource {
-    #[schema(example = "x_0190f3a1b2c37d4e8f9a0b1c2d3e4f50")]
+    #[schema(
+        example = "x_0190f3a1b2c37d4e8f9a0b1c2d3e4f50",
+        min_length = 34,
+        max_length = 34,
+        pattern = "^x_[0-9a-f]{32}$"
+    )]
     pub id: String,
     #[schema(value_type = ExportStatusName)]
     pub status: &'static str,
@@ -113,15 +106,15 @@ pub struct ExportResource {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<StatusName>, nullable = false)]
     pub order_status: Option<&'static str>,
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, max_length = 64)]
     pub created_at: String,
     /// When the export succeeded or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime, nullable = false)]
+    #[schema(format = DateTime, nullable = false, max_length = 64)]
     pub completed_at: Option<String>,
     /// Orders in the file, once succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(value_type = Option<i32>, format = Int32, nullable = false, minimum = 0, maximum = 2147483647)]
     pub order_count: Option<usize>,
 }
 
@@ -161,7 +154,11 @@ fn job_response(status: StatusCode, job: &ExportJob) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-/// Start an export of the caller's orders. Follow `Location` to see when it is done.
+/// Start an export of the caller's orders.
+///
+/// Answers 202 at once; the file is written in the background. Poll `Location` (the status
+/// monitor) after `Retry-After` seconds until the export has succeeded or failed. Needs
+/// Orders.Read.
 #[utoipa::path(
     post,
     path = "/api/exports",
@@ -172,19 +169,18 @@ fn job_response(status: StatusCode, job: &ExportJob) -> Response {
         (status = 202, description = "Accepted: the export runs in the background.", body = ExportResource,
             headers(("Location" = String, description = "The export's status monitor."),
                     ("Retry-After" = u64, description = "Seconds to wait before polling."))),
-        (status = 400, description = "Malformed or invalid body.", body = ErrorBody),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 408, description = "The body arrived too slowly.", body = ErrorBody),
-        (status = 413, description = "The body is too large.", body = ErrorBody),
-        (status = 415, description = "The body is not JSON.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 406, response = NotAcceptable),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = ContentTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn create_export(
@@ -230,25 +226,26 @@ pub async fn create_export(
 }
 
 /// An export's status.
+///
+/// `Retry-After` is sent while the export is unfinished. Needs Orders.Read.
 #[utoipa::path(
     get,
     path = "/api/exports/{id}",
     operation_id = "getExport",
     tag = "exports",
-    params(("id" = String, Path, description = "Export id.")),
+    params(("id" = String, Path, description = "Export id: x_ and 32 hex digits.", min_length = 34, max_length = 34, pattern = "^x_[0-9a-f]{32}$")),
     responses(
         (status = 200, description = "The export.", body = ExportResource,
             headers(("Retry-After" = u64, description = "While unfinished: seconds to wait before polling again."))),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 404, description = "No such export for this caller.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 406, response = NotAcceptable),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn get_export(
@@ -260,27 +257,28 @@ pub async fn get_export(
     Ok(job_response(StatusCode::OK, &job))
 }
 
-/// Where a finished export's file is now: a redirect to a short-lived link.
+/// Download a finished export.
+///
+/// A redirect (302) to where the file is now: a short-lived, read-only link. 409 while the
+/// export is unfinished (with Retry-After) or after it failed. Needs Orders.Read.
 #[utoipa::path(
     get,
     path = "/api/exports/{id}/download",
     operation_id = "downloadExport",
     tag = "exports",
-    params(("id" = String, Path, description = "Export id.")),
+    params(("id" = String, Path, description = "Export id: x_ and 32 hex digits.", min_length = 34, max_length = 34, pattern = "^x_[0-9a-f]{32}$")),
     responses(
         (status = 302, description = "The file is at `Location` (a short-lived, read-only link).",
             headers(("Location" = String, description = "Where to read the file."))),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
-        (status = 404, description = "No such export for this caller.", body = ErrorBody),
-        (status = 409, description = "The export has not succeeded (yet).", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "While it runs: seconds to wait."))),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage did not answer in time.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn download_export(

@@ -34,7 +34,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// The router (without middleware) and the OpenAPI document that describes it, which the router
 /// serves at `/api/openapi.json`.
 pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (documented, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (documented, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         // Platform: health, for probes and operators.
         .routes(routes!(system::health))
         // Clients: the orders resource.
@@ -42,6 +42,7 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         // Clients: exports of their orders.
         .merge(exports::router())
         .split_for_parts();
+    utoipa::Modify::modify(&openapi::Contract, &mut openapi);
 
     let mut router = documented
         // The Functions host's readiness probe.

@@ -258,6 +258,7 @@ async fn problem_json_when_the_client_prefers_it() {
             "detail": "No resource at '/api/missing'.",
             "instance": "/api/missing",
             "error": "NotFound",
+            "message": "No resource at '/api/missing'.",
             "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"
         })
     );
@@ -348,4 +349,48 @@ async fn readiness_probe_answers_without_auth() {
     let app = spawn().await;
     let response = app.anonymous("GET", "/").send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_accepts_only_problem_details_gets_its_errors_so() {
+    let app = spawn().await;
+    let problem_only = |method: &str, path: &str| {
+        app.request(method, path)
+            .header("accept", "application/problem+json")
+    };
+    // An error of a safe request: the problem body, not 406.
+    let response = problem_only("GET", "/api/orders/o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "NotFound");
+    assert_eq!(body["detail"], body["message"]);
+
+    // A success would be JSON, which the client does not take: 406, as problem details.
+    let (id, _, _) = app.create_order(&crate::helpers::sample_order()).await;
+    let response = problem_only("GET", &format!("/api/orders/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 406);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
+
+    // An unsafe request is refused before it changes anything.
+    let before = app.store.len();
+    let response = problem_only("POST", "/api/orders")
+        .json(&crate::helpers::sample_order())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 406);
+    assert_eq!(app.store.len(), before);
 }

@@ -702,3 +702,38 @@ async fn every_rejected_request_leaves_the_store_unchanged() {
         assert_eq!(app.store.len(), 2);
     }
 }
+
+#[tokio::test]
+async fn malformed_conditions_are_400_and_change_nothing() {
+    let app = spawn().await;
+    let (id, etag, _) = app.create_order(&sample_order()).await;
+    let path = format!("/api/orders/{id}");
+    let before = snapshot(&app).await;
+    for (method, header_name, value) in [
+        ("PATCH", "if-match", "0"),
+        ("PATCH", "if-match", "null"),
+        ("DELETE", "if-match", "*, \"x\""),
+        ("GET", "if-none-match", "v1"),
+    ] {
+        let mut request = app.request(method, &path).header(header_name, value);
+        if method == "PATCH" {
+            request = request.json(&json!({"status": "paid"}));
+        }
+        let body = assert_error(request.send().await.unwrap(), 400, "BadRequest").await;
+        let field = body["details"][0]["field"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert_eq!(field, header_name, "{method} {value}");
+    }
+    assert_eq!(snapshot(&app).await, before);
+    // The same order, with a well-formed condition, still changes.
+    let response = app
+        .patch(&path)
+        .header("if-match", etag)
+        .json(&json!({"status": "paid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

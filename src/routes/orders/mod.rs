@@ -7,9 +7,9 @@ mod patch;
 mod representations;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware::{self};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,12 +17,13 @@ use utoipa_axum::routes;
 
 use crate::auth::{Caller, Reader, Writer};
 use crate::domain::{ItemInput, NewOrder, Order, OrderId, Violation};
-use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::error::{ApiError, FieldError};
 use crate::events::ChangeKind;
-use crate::http::conditional::{self, IfMatch};
+use crate::http::conditional::{self, Conditions, IfMatch};
 use crate::http::json::{ApiJson, MergePatch};
 use crate::http::negotiate;
 use crate::http::query::ApiQuery;
+use crate::routes::openapi::responses::*;
 use crate::state::AppState;
 use crate::store::{ListQuery, StoreError};
 
@@ -36,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_orders, create_order))
         .routes(routes!(get_order, update_order, delete_order))
-        .layer(middleware::from_fn(require_json_accept))
+        .layer(middleware::from_fn(negotiate::json_only))
 }
 
 fn order_response(status: StatusCode, order: &Order) -> Response {
@@ -53,24 +54,27 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
 }
 
 /// List the caller's orders, oldest first.
+///
+/// A page holds up to `top` orders (default 50); `nextLink` leads to the next page and is absent
+/// on the last. Needs Orders.Read.
 #[utoipa::path(
     get,
     path = "/api/orders",
     operation_id = "listOrders",
     tag = "orders",
     params(ListParams),
+    extensions(("x-ms-pageable" = json!({"nextLinkName": "nextLink", "itemName": "value"}))),
     responses(
         (status = 200, description = "A page of orders.", body = OrderList),
-        (status = 400, description = "A query parameter is not valid.", body = ErrorBody),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 406, response = NotAcceptable),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn list_orders(
@@ -113,7 +117,11 @@ pub async fn list_orders(
     .into_response())
 }
 
-/// Create an order. With `Idempotency-Key`, a retry returns the first response.
+/// Create an order.
+///
+/// The total is computed exactly from the items. With `Idempotency-Key`, a retry with the same
+/// body gets the first response again (24 hours, per caller), another body 422, and a retry
+/// while the first request still runs 409 with Retry-After. Needs Orders.Write.
 #[utoipa::path(
     post,
     path = "/api/orders",
@@ -127,21 +135,20 @@ pub async fn list_orders(
     responses(
         (status = 201, description = "Created.", body = OrderResource,
             headers(("Location" = String, description = "The new order."), ("ETag" = String, description = "Its version."))),
-        (status = 400, description = "Malformed or invalid body.", body = ErrorBody),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Write.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 408, description = "The body arrived too slowly.", body = ErrorBody),
-        (status = 409, description = "A request with the same Idempotency-Key is in progress.", body = ErrorBody),
-        (status = 413, description = "The body is too large.", body = ErrorBody),
-        (status = 415, description = "The body is not JSON.", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with a different body.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 406, response = NotAcceptable),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 413, response = ContentTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn create_order(
@@ -173,40 +180,43 @@ pub async fn create_order(
 }
 
 /// Read one order.
+///
+/// The ETag identifies this version; with `If-None-Match` naming it, the answer is 304 without a
+/// body. Another caller's order does not exist for this one (404). Needs Orders.Read.
 #[utoipa::path(
     get,
     path = "/api/orders/{id}",
     operation_id = "getOrder",
     tag = "orders",
     params(
-        ("id" = String, Path, description = "Order id."),
-        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds."),
+        ("id" = String, Path, description = "Order id: o_ and 32 hex digits.", min_length = 34, max_length = 34, pattern = "^o_[0-9a-f]{32}$"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds: entity tags, comma-separated, or *.", max_length = 1024, pattern = "^(\\*|(W/)?\"[!#-~]*\"( *, *(W/)?\"[!#-~]*\")*)$"),
     ),
     responses(
         (status = 200, description = "The order.", body = OrderResource,
             headers(("ETag" = String, description = "Its version."))),
         (status = 304, description = "The client's copy is current.",
             headers(("ETag" = String, description = "Its version."))),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Read.", body = ErrorBody),
-        (status = 404, description = "No such order for this caller.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 406, response = NotAcceptable),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn get_order(
     State(state): State<AppState>,
     Reader(caller): Reader,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    conditions: Conditions,
 ) -> Result<Response, ApiError> {
     let order = load(&state, &caller, &id).await?;
-    if conditional::if_none_match(&headers, &order.etag) {
+    if conditions.if_none_match(&order.etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response
             .headers_mut()
@@ -219,44 +229,46 @@ pub async fn get_order(
     Ok(order_response(StatusCode::OK, &order))
 }
 
-/// Change an order's status, items or currency (JSON merge patch).
+/// Change an order's status, items or currency.
+///
+/// A JSON merge patch (RFC 7396). Status moves pending → paid → shipped → delivered, or pending
+/// and paid → cancelled (else 409); items and currency change only while pending. With
+/// `If-Match`, the change applies only to that version (else 412). Needs Orders.Write.
 #[utoipa::path(
     patch,
     path = "/api/orders/{id}",
     operation_id = "updateOrder",
     tag = "orders",
     params(
-        ("id" = String, Path, description = "Order id."),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the order still has this ETag."),
+        ("id" = String, Path, description = "Order id: o_ and 32 hex digits.", min_length = 34, max_length = 34, pattern = "^o_[0-9a-f]{32}$"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the order still has this ETag (strong comparison), or * for any.", max_length = 1024, pattern = "^(\\*|(W/)?\"[!#-~]*\"( *, *(W/)?\"[!#-~]*\")*)$"),
     ),
     request_body(content = OrderPatch, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The updated order.", body = OrderResource,
             headers(("ETag" = String, description = "Its new version."))),
-        (status = 400, description = "Malformed or invalid patch.", body = ErrorBody),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Write.", body = ErrorBody),
-        (status = 404, description = "No such order for this caller.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 408, description = "The body arrived too slowly.", body = ErrorBody),
-        (status = 409, description = "The change is not allowed in the order's status.", body = ErrorBody),
-        (status = 412, description = "If-Match does not match the current ETag.", body = ErrorBody),
-        (status = 413, description = "The body is too large.", body = ErrorBody),
-        (status = 415, description = "Not a merge patch or JSON body.", body = ErrorBody,
-            headers(("Accept-Patch" = String, description = "The accepted patch formats."))),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 406, response = NotAcceptable),
+        (status = 408, response = RequestTimeout),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = ContentTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn update_order(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    conditions: Conditions,
     MergePatch(patch): MergePatch<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let change = patch::parse_patch(&patch)?;
@@ -264,7 +276,7 @@ pub async fn update_order(
     // another writer got in between, rather than overwrite its change.
     for _attempt in 0..5 {
         let current = load(&state, &caller, &id).await?;
-        let condition = conditional::if_match(&headers, &current.etag);
+        let condition = conditions.if_match(&current.etag);
         if condition == IfMatch::Fails {
             return Err(ApiError::precondition_failed());
         }
@@ -291,38 +303,40 @@ pub async fn update_order(
 }
 
 /// Delete an order.
+///
+/// With `If-Match`, only that version is deleted (else 412). Needs Orders.Write.
 #[utoipa::path(
     delete,
     path = "/api/orders/{id}",
     operation_id = "deleteOrder",
     tag = "orders",
     params(
-        ("id" = String, Path, description = "Order id."),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the order still has this ETag."),
+        ("id" = String, Path, description = "Order id: o_ and 32 hex digits.", min_length = 34, max_length = 34, pattern = "^o_[0-9a-f]{32}$"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the order still has this ETag (strong comparison), or * for any.", max_length = 1024, pattern = "^(\\*|(W/)?\"[!#-~]*\"( *, *(W/)?\"[!#-~]*\")*)$"),
     ),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, description = "No valid bearer token.", body = ErrorBody),
-        (status = 403, description = "The token lacks Orders.Write.", body = ErrorBody),
-        (status = 404, description = "No such order for this caller.", body = ErrorBody),
-        (status = 406, description = "The client does not accept JSON.", body = ErrorBody),
-        (status = 412, description = "If-Match does not match the current ETag.", body = ErrorBody),
-        (status = 429, description = "Too many requests.", body = ErrorBody),
-        (status = 500, description = "Unexpected error.", body = ErrorBody),
-        (status = 502, description = "Storage answered unexpectedly.", body = ErrorBody),
-        (status = 503, description = "Storage unavailable, or the service is at capacity.", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-        (status = 504, description = "Storage or the request did not finish in time.", body = ErrorBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 406, response = NotAcceptable),
+        (status = 412, response = PreconditionFailed),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalServerError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = ServiceUnavailable),
+        (status = 504, response = GatewayTimeout),
     )
 )]
 pub async fn delete_order(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    conditions: Conditions,
 ) -> Result<StatusCode, ApiError> {
     let current = load(&state, &caller, &id).await?;
-    let if_match = match conditional::if_match(&headers, &current.etag) {
+    let if_match = match conditions.if_match(&current.etag) {
         IfMatch::Fails => return Err(ApiError::precondition_failed()),
         IfMatch::Matches => Some(current.etag.as_str()),
         IfMatch::Absent => None,
@@ -339,19 +353,6 @@ pub async fn delete_order(
         Err(StoreError::EtagMismatch) => Err(ApiError::precondition_failed()),
         Err(StoreError::NotFound) => Err(order_not_found(&id)),
         Err(other) => Err(ApiError::from(other)),
-    }
-}
-
-/// 406 when the client accepts no JSON: every success here is JSON.
-async fn require_json_accept(req: Request, next: Next) -> Response {
-    if negotiate::accepts(req.headers(), negotiate::JSON) {
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "This resource is available as application/json only.",
-        )
-        .into_response()
     }
 }
 

@@ -31,11 +31,15 @@ pub struct ItemRequest {
         pattern = "^[A-Za-z0-9_-]{1,64}$"
     )]
     pub sku: String,
-    #[schema(example = 2, minimum = 1, maximum = 10000)]
+    #[schema(value_type = i32, format = Int32, example = 2, minimum = 1, maximum = 10000)]
     #[serde(deserialize_with = "whole_number")]
     pub quantity: i64,
     /// Decimal string, at most 4 decimal places.
-    #[schema(example = "9.99", pattern = "^(0|[1-9][0-9]{0,8})(\\.[0-9]{1,4})?$")]
+    #[schema(
+        example = "9.99",
+        max_length = 14,
+        pattern = "^(0|[1-9][0-9]{0,8})(\\.[0-9]{1,4})?$"
+    )]
     pub unit_price: String,
 }
 
@@ -45,7 +49,12 @@ pub struct CreateOrderRequest {
     #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemRequest>,
     /// ISO 4217 code.
-    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
+    #[schema(
+        example = "EUR",
+        min_length = 3,
+        max_length = 3,
+        pattern = "^[A-Z]{3}$"
+    )]
     pub currency: String,
 }
 
@@ -57,16 +66,23 @@ pub struct OrderPatch {
     pub status: Option<OrderStatus>,
     #[schema(value_type = Vec<ItemRequest>, required = false, min_items = 1, max_items = 100)]
     pub items: Option<Vec<ItemRequest>>,
-    #[schema(value_type = String, required = false, pattern = "^[A-Z]{3}$")]
+    #[schema(value_type = String, required = false, min_length = 3, max_length = 3, pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemResource<'a> {
+    #[schema(
+        example = "A-1",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-]{1,64}$"
+    )]
     pub sku: &'a str,
+    #[schema(value_type = i32, format = Int32, example = 2, minimum = 1, maximum = 10000)]
     pub quantity: u32,
-    #[schema(value_type = String, example = "9.99")]
+    #[schema(value_type = String, example = "9.99", max_length = 14, pattern = "^(0|[1-9][0-9]{0,8})(\\.[0-9]{1,4})?$")]
     #[serde(serialize_with = "as_text")]
     pub unit_price: rust_decimal::Decimal,
 }
@@ -74,20 +90,32 @@ pub struct ItemResource<'a> {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderResource<'a> {
-    #[schema(example = "o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50")]
+    #[schema(
+        example = "o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50",
+        min_length = 34,
+        max_length = 34,
+        pattern = "^o_[0-9a-f]{32}$"
+    )]
     pub id: &'a str,
     #[schema(value_type = StatusName)]
     pub status: OrderStatus,
+    #[schema(
+        example = "EUR",
+        min_length = 3,
+        max_length = 3,
+        pattern = "^[A-Z]{3}$"
+    )]
     pub currency: &'a str,
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemResource<'a>>,
     /// Sum of quantity × unit price, exact, as a decimal string.
-    #[schema(value_type = String, example = "19.98")]
+    #[schema(value_type = String, example = "19.98", max_length = 24, pattern = "^[0-9]{1,19}(\\.[0-9]{1,4})?$")]
     #[serde(serialize_with = "as_text")]
     pub total: rust_decimal::Decimal,
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, max_length = 64)]
     #[serde(serialize_with = "as_rfc3339")]
     pub created_at: OffsetDateTime,
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, max_length = 64)]
     #[serde(serialize_with = "as_rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -140,10 +168,13 @@ fn as_rfc3339<S: serde::Serializer>(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderList<'a> {
+    /// At most `top` orders.
+    #[schema(max_items = 100)]
     pub value: Vec<OrderResource<'a>>,
-    /// Relative link to the next page; absent on the last page.
+    /// Relative link to the next page (its `continuationToken` is what a pager passes on);
+    /// absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, max_length = 2048, format = "uri-reference")]
     pub next_link: Option<String>,
 }
 
@@ -152,13 +183,13 @@ pub struct OrderList<'a> {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only orders in this status.
-    #[param(inline, value_type = Option<StatusName>)]
+    #[param(value_type = Option<StatusName>)]
     pub status: Option<OrderStatus>,
     /// Page size, 1 to 100 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    #[param(value_type = Option<i32>, format = Int32, minimum = 1, maximum = 100)]
     pub top: Option<PageSize>,
     /// From a previous page's `nextLink`.
-    #[param(value_type = Option<String>, min_length = 1)]
+    #[param(value_type = Option<String>, min_length = 1, max_length = 1024)]
     pub continuation_token: Option<ContinuationToken>,
 }
 

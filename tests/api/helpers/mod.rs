@@ -322,14 +322,12 @@ impl Handler {
                 sink.lock().unwrap().push(line);
             }
         });
-        let port = port_rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| {
-                panic!(
-                    "handler did not report its port; stderr: {:?}",
-                    lines.lock().unwrap()
-                )
-            });
+        let port = port_rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!(
+                "handler did not report its port; stderr: {:?}",
+                lines.lock().unwrap()
+            )
+        });
         Handler {
             child,
             port,
