@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
 pub fn start_worker(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
     crate::worker::start_background(
         &state.config.storage,
+        state.config.under_functions_host,
         Arc::clone(&state.store),
         state.exports.clone(),
     )

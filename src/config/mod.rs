@@ -47,6 +47,9 @@ pub struct Config {
     pub port: u16,
     /// Running in Azure (`WEBSITE_INSTANCE_ID` set): development conveniences are refused.
     pub in_azure: bool,
+    /// The Functions host runs this process (it sets `FUNCTIONS_CUSTOMHANDLER_PORT`): queue
+    /// triggers reach the handler as invocation payloads, and no queue poller runs beside them.
+    pub under_functions_host: bool,
     /// Application Insights export and this process's cloud role name and instance.
     pub telemetry: TelemetryConfig,
     pub request_timeout: Duration,
@@ -97,6 +100,7 @@ impl Config {
             None => IpAddr::from([127, 0, 0, 1]),
         };
         let in_azure = get("WEBSITE_INSTANCE_ID").is_some();
+        let under_functions_host = get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some();
         let telemetry = TelemetryConfig::from_lookup(get)?;
 
         let request_timeout_ms = parse_number(&get, "ORDERS_REQUEST_TIMEOUT_MS", 25_000, 1)?;
@@ -144,6 +148,7 @@ impl Config {
             bind,
             port,
             in_azure,
+            under_functions_host,
             telemetry,
             request_timeout: Duration::from_millis(request_timeout_ms),
             body_timeout: Duration::from_millis(body_timeout_ms),
@@ -248,6 +253,8 @@ mod tests {
     fn functions_port_wins_over_port() {
         let c = config(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "4001"), ("PORT", "4002")]).unwrap();
         assert_eq!(c.port, 4001);
+        assert!(c.under_functions_host);
+        assert!(!Config::defaults().under_functions_host);
         assert_eq!(config(&[("PORT", "4002")]).unwrap().port, 4002);
     }
 

@@ -19,9 +19,6 @@ pub struct StorageSettings {
     /// `None`: orders and exports live in memory.
     pub account: Option<StorageAccount>,
     pub call_timeout: Duration,
-    /// The Functions host runs this process (`FUNCTIONS_CUSTOMHANDLER_PORT` set): the host's
-    /// queue trigger processes export jobs, so no poller runs.
-    pub under_functions_host: bool,
 }
 
 impl StorageSettings {
@@ -62,7 +59,6 @@ impl StorageSettings {
         Ok(Self {
             account,
             call_timeout,
-            under_functions_host: get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some(),
         })
     }
 }
@@ -404,7 +400,6 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert!(s.account.is_none());
         assert_eq!(s.call_timeout, Duration::from_secs(10));
-        assert!(!s.under_functions_host);
     }
 
     #[test]
@@ -414,10 +409,8 @@ mod tests {
         let s = settings(&[
             ("AzureWebJobsStorage__accountName", "ordersprod"),
             ("AzureWebJobsStorage__clientId", "abc"),
-            ("FUNCTIONS_CUSTOMHANDLER_PORT", "1234"),
         ])
         .unwrap();
-        assert!(s.under_functions_host);
         assert_eq!(
             s.account.unwrap().credential,
             Credential::ManagedIdentity {

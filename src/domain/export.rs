@@ -9,7 +9,7 @@ use super::{Order, OrderStatus};
 
 /// `x_` followed by a UUIDv7 in hex.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct ExportId(String);
 
 impl ExportId {
@@ -26,6 +26,19 @@ impl ExportId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for ExportId {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or("an export id is x_ and 32 lower-case hex digits")
+    }
+}
+
+impl From<ExportId> for String {
+    fn from(id: ExportId) -> Self {
+        id.0
     }
 }
 
@@ -98,6 +111,26 @@ impl ExportStatus {
     }
 }
 
+/// Why an export failed, as its status tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExportFailure {
+    /// The job's message could not be put on the queue: nothing ever ran it.
+    NotQueued,
+    /// Every delivery of the job's message failed (the last attempt, or the message moved to the
+    /// poison queue).
+    AttemptsExhausted,
+}
+
+impl ExportFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotQueued => "notQueued",
+            Self::AttemptsExhausted => "attemptsExhausted",
+        }
+    }
+}
+
 /// An export job. `etag` is the store's version token, as for orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +148,9 @@ pub struct ExportJob {
     /// Orders written, once succeeded.
     #[serde(default)]
     pub order_count: Option<usize>,
+    /// Why it failed, once failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ExportFailure>,
     #[serde(default)]
     pub etag: String,
 }
@@ -135,6 +171,7 @@ impl ExportJob {
             created_at: now,
             completed_at: None,
             order_count: None,
+            failure: None,
             etag: String::new(),
         }
     }
@@ -160,10 +197,11 @@ impl ExportJob {
         }
     }
 
-    pub fn failed(&self, now: OffsetDateTime) -> Self {
+    pub fn failed(&self, reason: ExportFailure, now: OffsetDateTime) -> Self {
         Self {
             status: ExportStatus::Failed,
             completed_at: Some(now),
+            failure: Some(reason),
             ..self.clone()
         }
     }

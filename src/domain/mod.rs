@@ -5,7 +5,9 @@ mod export;
 mod order;
 mod values;
 
-pub use export::{ExportFormat, ExportId, ExportJob, ExportStatus, render as render_export};
+pub use export::{
+    ExportFailure, ExportFormat, ExportId, ExportJob, ExportStatus, render as render_export,
+};
 
 pub use order::{
     ItemInput, LineItem, MAX_ITEMS, NewOrder, Order, OrderChange, OrderStatus, TransitionError,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// `o_` followed by a UUIDv7 in hex: unique, and sorting by id sorts by creation time, which
 /// gives listings a stable order in every store.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct OrderId(String);
 
 impl OrderId {
@@ -26,6 +26,19 @@ impl OrderId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for OrderId {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or("an order id is o_ and 32 lower-case hex digits")
+    }
+}
+
+impl From<OrderId> for String {
+    fn from(id: OrderId) -> Self {
+        id.0
     }
 }
 

@@ -16,26 +16,19 @@ use utoipa_axum::routes;
 
 use super::orders::StatusName;
 use crate::auth::{Caller, Reader};
-use crate::domain::{ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
+use crate::domain::{ExportFailure, ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
 use crate::error::ApiError;
-use crate::functions::invocation::{InvocationRequest, InvocationResponse};
 use crate::http::json::{ApiJson, Checked};
-use crate::http::{negotiate, render};
+use crate::http::negotiate;
 use crate::routes::openapi::responses::*;
 use crate::state::AppState;
-use crate::store::StoreError;
 use crate::store::exports::{ExportMessage, FileLocation};
-use crate::worker::{Outcome, WorkerError};
 
 /// Seconds a client should wait before asking about an unfinished export again.
 const POLL_AFTER_SECS: u64 = 2;
 
 /// The handler-served file route (memory mode), not forwarded by any function.
 pub const FILE_PATH: &str = "/api/exports/{id}/file";
-/// The worker's invocation route: `POST /<function name>`.
-pub const WORKER_PATH: &str = "/export-worker";
-/// The trigger binding's name in `export-worker/function.json`.
-pub const WORKER_BINDING: &str = "job";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -46,11 +39,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(download_export))
 }
 
-/// Routes outside the OpenAPI document: the memory-mode file and the worker invocation.
-pub fn internal_routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route(FILE_PATH, axum::routing::get(read_export_file))
-        .route(WORKER_PATH, axum::routing::post(export_worker))
+/// The route outside the OpenAPI document: the file, when the handler holds it (memory mode).
+pub fn file_route() -> axum::Router<AppState> {
+    axum::Router::new().route(FILE_PATH, axum::routing::get(read_export_file))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,6 +56,16 @@ pub enum ExportStatusName {
     Running,
     Succeeded,
     Failed,
+}
+
+/// Why an export failed, as documented.
+#[derive(ToSchema)]
+#[schema(as = ExportFailure)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub enum ExportFailureName {
+    NotQueued,
+    AttemptsExhausted,
 }
 
 /// A file format, as documented.
@@ -112,6 +113,11 @@ pub struct ExportResource {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime, nullable = false, max_length = 64)]
     pub completed_at: Option<String>,
+    /// Why it failed, once failed: `notQueued` (it never started) or `attemptsExhausted`
+    /// (every attempt to write the file failed). Start a new export either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ExportFailureName>, nullable = false)]
+    pub failure_reason: Option<&'static str>,
     /// Orders in the file, once succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i32>, format = Int32, nullable = false, minimum = 0, maximum = 2147483647)]
@@ -132,6 +138,7 @@ impl From<&ExportJob> for ExportResource {
             created_at: timestamp(job.created_at),
             completed_at: job.completed_at.map(timestamp),
             order_count: job.order_count,
+            failure_reason: job.failure.map(ExportFailure::as_str),
         }
     }
 }
@@ -216,7 +223,7 @@ pub async fn create_export(
     if let Err(error) = exports.queue.send(&message.to_text()).await {
         // Without its message the job would never run: record that it failed (best effort)
         // and tell the client, who never learns its id.
-        let failed = job.failed(OffsetDateTime::now_utc());
+        let failed = job.failed(ExportFailure::NotQueued, OffsetDateTime::now_utc());
         if let Err(mark) = exports.jobs.replace_job(&failed, &job.etag).await {
             tracing::warn!(error = %mark, "could not mark an unqueued export as failed");
         }
@@ -354,93 +361,6 @@ async fn read_export_file(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     Ok(response)
-}
-
-/// `POST /export-worker`: the host's invocation for one queue message. 200 when the message is
-/// done with (processed, already processed, or failed for good on its last attempt); 500 to
-/// have the host deliver it again.
-async fn export_worker(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let reply = InvocationResponse::default();
-    let payload: InvocationRequest = match serde_json::from_slice(&body) {
-        Ok(payload) => payload,
-        Err(error) => {
-            return invocation_reply(
-                StatusCode::BAD_REQUEST,
-                reply.log(format!("export-worker: not an invocation payload: {error}")),
-            );
-        }
-    };
-    let dequeue_count = payload
-        .metadata_number("DequeueCount")
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(1);
-    let message = match payload
-        .trigger(WORKER_BINDING)
-        .cloned()
-        .ok_or_else(|| WorkerError::BadMessage("no trigger data".to_owned()))
-        .and_then(ExportMessage::from_value)
-    {
-        Ok(message) => message,
-        Err(error) => {
-            tracing::error!(%error, "export-worker: unreadable message");
-            return invocation_reply(
-                StatusCode::BAD_REQUEST,
-                reply.log(format!("export-worker: {error}")),
-            );
-        }
-    };
-    match crate::worker::process(
-        state.store.as_ref(),
-        state.exports.jobs.as_ref(),
-        &message,
-        dequeue_count,
-    )
-    .await
-    {
-        Ok(outcome) => {
-            let line = match outcome {
-                Outcome::Succeeded { orders } => {
-                    format!("export {} succeeded with {orders} orders", message.id)
-                }
-                Outcome::AlreadyFinished(status) => {
-                    format!(
-                        "export {} had already finished ({})",
-                        message.id,
-                        status.as_str()
-                    )
-                }
-                Outcome::Missing => format!("export {} does not exist; nothing to do", message.id),
-                Outcome::Failed => format!(
-                    "export {} failed on attempt {dequeue_count} and is marked failed",
-                    message.id
-                ),
-            };
-            invocation_reply(StatusCode::OK, reply.log(line))
-        }
-        Err(error) => {
-            tracing::warn!(job = %message.id, %error, dequeue_count, "export attempt failed; the host will retry");
-            let status = match &error {
-                WorkerError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            invocation_reply(
-                status,
-                reply.log(format!(
-                    "export {} attempt {dequeue_count} failed; it will be retried",
-                    message.id
-                )),
-            )
-        }
-    }
-}
-
-/// The invocation reply keeps its own shape on failure too: the host reads `Logs` from it.
-fn invocation_reply(status: StatusCode, reply: InvocationResponse) -> Response {
-    let mut response = (status, Json(reply)).into_response();
-    if !status.is_success() {
-        response.extensions_mut().insert(render::OwnBody);
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod exports;
 pub mod faults;
+pub mod invocations;
 pub mod openapi;
 pub mod orders;
 pub mod system;
@@ -50,8 +51,12 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .route("/api/openapi.json", openapi::serve(&openapi))
         .merge(orders::legacy_redirects())
         .merge(events::router())
-        // The memory-mode export file and the export worker's invocation.
-        .merge(exports::internal_routes());
+        // The memory-mode export file.
+        .merge(exports::file_route());
+    if config.under_functions_host {
+        // The host's invocations of the queue-triggered functions.
+        router = router.merge(invocations::router());
+    }
     if config.fault_injection {
         router = router.merge(faults::router());
     }
@@ -133,12 +138,14 @@ pub fn catalog() -> Vec<RouteInfo> {
         false,
     ));
     routes.push(route(events::PATH, get(), Hosting::StandaloneOnly, false));
-    routes.push(route(
-        exports::WORKER_PATH,
-        vec!["POST".to_owned()],
-        Hosting::Invocation,
-        true,
-    ));
+    for path in [invocations::WORKER_PATH, invocations::POISON_PATH] {
+        routes.push(route(
+            path,
+            vec!["POST".to_owned()],
+            Hosting::Invocation,
+            true,
+        ));
+    }
     routes
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::config::StorageSettings;
-use crate::domain::{self, ExportJob, ExportStatus};
+use crate::domain::{self, ExportFailure, ExportJob, ExportStatus};
 use crate::store::exports::{ExportMessage, ExportStore, ExportStores};
 use crate::store::{ListQuery, OrderStore, StoreError};
 
@@ -26,10 +26,11 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// poller is the only way jobs get processed.
 pub fn start_background(
     storage: &StorageSettings,
+    under_functions_host: bool,
     orders: Arc<dyn OrderStore>,
     exports: ExportStores,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if storage.account.is_some() && storage.under_functions_host {
+    if storage.account.is_some() && under_functions_host {
         return None;
     }
     let options = if storage.account.is_some() {
@@ -53,7 +54,7 @@ pub enum Outcome {
     AlreadyFinished(ExportStatus),
     /// No such job (deleted, or a message this service did not write): nothing to do.
     Missing,
-    /// The last attempt failed too: the job is marked failed.
+    /// Every attempt failed: the job is marked failed.
     Failed,
 }
 
@@ -102,8 +103,7 @@ pub async fn process(
         Ok(outcome) => Ok(outcome),
         Err(error) if dequeue_count >= MAX_ATTEMPTS => {
             tracing::error!(job = %message.id, %error, dequeue_count, "export failed on its last attempt");
-            mark_failed(exports, message).await?;
-            Ok(Outcome::Failed)
+            Ok(give_up(exports, message).await?)
         }
         Err(error) => Err(error.into()),
     }
@@ -174,19 +174,23 @@ async fn read_orders(
     }
 }
 
-async fn mark_failed(exports: &dyn ExportStore, message: &ExportMessage) -> Result<(), StoreError> {
+/// Marks the message's job failed because every attempt at it did: on its last delivery, and
+/// for a message the queue moved to `export-jobs-poison` (whose deliveries may have died before
+/// they could say so: a crash, a timeout). A job that finished meanwhile stays as it is.
+pub async fn give_up(
+    exports: &dyn ExportStore,
+    message: &ExportMessage,
+) -> Result<Outcome, StoreError> {
     for _ in 0..5 {
         let Some(job) = exports.get_job(&message.owner, &message.id).await? else {
-            return Ok(());
+            return Ok(Outcome::Missing);
         };
         if job.status.is_finished() {
-            return Ok(());
+            return Ok(Outcome::AlreadyFinished(job.status));
         }
-        match exports
-            .replace_job(&job.failed(OffsetDateTime::now_utc()), &job.etag)
-            .await
-        {
-            Ok(_) => return Ok(()),
+        let failed = job.failed(ExportFailure::AttemptsExhausted, OffsetDateTime::now_utc());
+        match exports.replace_job(&failed, &job.etag).await {
+            Ok(_) => return Ok(Outcome::Failed),
             Err(StoreError::EtagMismatch) => continue,
             Err(other) => return Err(other),
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{MAX_ATTEMPTS, Outcome, process};
+use super::{MAX_ATTEMPTS, Outcome, give_up, process};
 use crate::store::OrderStore;
 use crate::store::exports::{ExportMessage, ExportStores, QueuedMessage};
 
@@ -74,13 +74,12 @@ async fn handle(orders: &dyn OrderStore, exports: &ExportStores, message: &Queue
         park(exports, message).await;
         return;
     }
-    let parsed = match ExportMessage::parse(&message.text) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            tracing::error!(%error, message_id = %message.id, "unreadable export message");
-            park(exports, message).await;
-            return;
-        }
+    let Ok(parsed) = ExportMessage::parse(&message.text) else {
+        // Neither the text nor the parser's error (which quotes it) is logged: it is not a
+        // message this service wrote.
+        tracing::error!(message_id = %message.id, "unreadable export message");
+        park(exports, message).await;
+        return;
     };
     match process(
         orders,
@@ -105,13 +104,23 @@ async fn handle(orders: &dyn OrderStore, exports: &ExportStores, message: &Queue
     }
 }
 
+/// Moves a message that failed every delivery to the poison queue, as the Functions host does,
+/// and then does what the host's `export-poison` function does: marks its job failed.
 async fn park(exports: &ExportStores, message: &QueuedMessage) {
     match exports.queue.send_poison(&message.text).await {
         Ok(()) => {
             if let Err(error) = exports.queue.delete(message).await {
-                tracing::warn!(%error, "could not delete a poisoned export message");
+                tracing::warn!(%error, message_id = %message.id, "could not delete a poisoned export message");
             }
         }
-        Err(error) => tracing::warn!(%error, "could not park an export message"),
+        Err(error) => {
+            tracing::warn!(%error, message_id = %message.id, "could not park an export message");
+            return;
+        }
+    }
+    if let Ok(parsed) = ExportMessage::parse(&message.text)
+        && let Err(error) = give_up(exports.jobs.as_ref(), &parsed).await
+    {
+        tracing::warn!(%error, job = %parsed.id, "could not mark a poisoned export failed");
     }
 }

@@ -368,6 +368,20 @@ fn names_default_to_the_function_folders_queue() {
     );
     assert_eq!(function["bindings"][0]["name"], "job");
     assert_eq!(function["bindings"][0]["connection"], "AzureWebJobsStorage");
+    // The poison queue's function reads where the host (and the poller) park messages.
+    let poison: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/export-poison/function.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        poison["bindings"][0]["queueName"],
+        format!("{}-poison", Names::default().export_queue)
+    );
+    assert_eq!(poison["bindings"][0]["name"], "job");
 }
 
 struct FixedToken;

@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod expect_continue;
 mod exports;
+mod invocations;
 mod layers;
 mod limits;
 mod load;

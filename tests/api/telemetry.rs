@@ -367,7 +367,8 @@ async fn requests_are_named_by_route_with_their_codes_and_success() {
 #[tokio::test]
 async fn an_invocation_payload_call_is_a_request_with_its_invocation_id() {
     let ingestion = Ingestion::start();
-    let handler = start_exporting(&ingestion, &[]);
+    // Under the Functions host (which sets the port; 0 lets the kernel choose here).
+    let handler = start_exporting(&ingestion, &[("FUNCTIONS_CUSTOMHANDLER_PORT", "0")]);
     // The Functions host invoking the queue-triggered worker, for a job that no longer exists.
     let message = serde_json::json!({
         "owner": "alice",

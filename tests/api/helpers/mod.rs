@@ -29,10 +29,13 @@ pub struct TestApp {
     _shutdown: oneshot::Sender<()>,
 }
 
-/// Defaults, with fault injection on so every failure path can be taken.
+/// Defaults, with fault injection on so every failure path can be taken, and the Functions
+/// host's invocation routes mounted.
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.fault_injection = true;
+    // As under the Functions host: the queue functions' invocation routes are mounted.
+    config.under_functions_host = true;
     config.port = 0;
     config
 }
