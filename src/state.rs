@@ -8,7 +8,7 @@ use axum::extract::FromRef;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::events::OrderEvents;
-use crate::http::rate_limit::CallerLimits;
+use crate::http::rate_limit::{CallerLimits, RateClock};
 use crate::store::memory::MemoryOrderStore;
 use crate::store::{ExportStores, OrderStore};
 
@@ -45,10 +45,7 @@ impl AppState {
     pub fn new(config: Config, store: Arc<dyn OrderStore>) -> Self {
         Self(Arc::new(StateParts {
             auth: Auth::new(&config.auth),
-            rate_limits: CallerLimits::new(
-                config.rate_limit_per_minute,
-                config.rate_limit_max_callers,
-            ),
+            rate_limits: rate_limits(&config, RateClock::system()),
             events: OrderEvents::new(),
             config: Arc::new(config),
             store,
@@ -63,6 +60,13 @@ impl AppState {
         Ok(Self::new(config, store).with_exports(exports))
     }
 
+    /// The same state with its rate limits on `clock` (tests use a manual one).
+    pub fn with_rate_clock(mut self, clock: RateClock) -> Self {
+        let limits = rate_limits(&self.config, clock);
+        Arc::make_mut(&mut self.0).rate_limits = limits;
+        self
+    }
+
     pub fn with_exports(mut self, exports: ExportStores) -> Self {
         Arc::make_mut(&mut self.0).exports = exports;
         self
@@ -72,6 +76,15 @@ impl AppState {
     pub fn in_memory(config: Config) -> Self {
         Self::new(config, Arc::new(MemoryOrderStore::new()))
     }
+}
+
+fn rate_limits(config: &Config, clock: RateClock) -> CallerLimits {
+    CallerLimits::new(
+        config.rate_limit_per_minute,
+        config.rate_limit_max_callers,
+        config.trusted_proxies.clone(),
+        clock,
+    )
 }
 
 /// The `Caller`, `Reader` and `Writer` extractors find the token checker here.

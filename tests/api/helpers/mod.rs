@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use orders_api::app;
 use orders_api::config::Config;
+use orders_api::http::rate_limit::RateClock;
 use orders_api::state::AppState;
 use orders_api::store::memory::MemoryOrderStore;
 use serde_json::Value;
@@ -22,6 +23,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<MemoryOrderStore>,
     pub state: AppState,
+    /// The rate limiter's clock: it stands still until a test advances it, so bucket contents
+    /// never depend on how fast the test runs.
+    pub clock: RateClock,
     /// Dropped with the app: the server then stops.
     _shutdown: oneshot::Sender<()>,
 }
@@ -45,6 +49,8 @@ pub async fn spawn_with(config: Config) -> TestApp {
 }
 
 pub async fn spawn_state(state: AppState, store: Arc<MemoryOrderStore>) -> TestApp {
+    let clock = RateClock::manual();
+    let state = state.with_rate_clock(clock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -67,6 +73,7 @@ pub async fn spawn_state(state: AppState, store: Arc<MemoryOrderStore>) -> TestA
             .unwrap(),
         store,
         state,
+        clock,
         _shutdown: tx,
     }
 }
