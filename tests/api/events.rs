@@ -1,9 +1,7 @@
 //! `GET /api/orders/events`: 101 Switching Protocols, then the caller's own order changes as
 //! JSON; nobody else's; no token, no upgrade.
 
-use std::time::Duration;
-
-use crate::helpers::{assert_error, sample_order, spawn};
+use crate::helpers::{PATIENCE, assert_error, sample_order, spawn};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -15,7 +13,7 @@ async fn next_json(
     >,
 ) -> Value {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        let message = tokio::time::timeout(PATIENCE, socket.next())
             .await
             .expect("an event arrives")
             .expect("the socket stays open")

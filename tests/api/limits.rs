@@ -271,7 +271,10 @@ async fn a_direct_client_cannot_pick_its_address_with_x_forwarded_for() {
     let app = spawn_with(config).await;
     let spoofing = |i: u32| {
         app.anonymous("GET", "/api/orders")
-            .header("x-forwarded-for", format!("198.51.100.1, 203.0.113.{}", i % 250))
+            .header(
+                "x-forwarded-for",
+                format!("198.51.100.1, 203.0.113.{}", i % 250),
+            )
             .send()
     };
     assert_eq!(spoofing(1).await.unwrap().status(), 401);
@@ -299,6 +302,9 @@ async fn an_ipv4_mapped_address_is_the_same_client() {
     };
     assert_eq!(from("203.0.113.5").await.unwrap().status(), 401);
     assert_eq!(from("::ffff:203.0.113.5").await.unwrap().status(), 429);
-    assert_eq!(from("[::ffff:203.0.113.5]:4431").await.unwrap().status(), 429);
+    assert_eq!(
+        from("[::ffff:203.0.113.5]:4431").await.unwrap().status(),
+        429
+    );
     assert_eq!(from("203.0.113.6").await.unwrap().status(), 401);
 }
