@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod answers;
 mod auth;
 mod azure;
 mod binary;

@@ -355,6 +355,10 @@ async fn exercise(app: &TestApp, code: u16) -> bool {
             assert!(response.headers().contains_key("retry-after"));
             assert_error(response, 429, "TooManyRequests").await;
         }
+        414 => {
+            let path = format!("/api/orders?x={}", "y".repeat(9 * 1024));
+            assert_error(app.get(&path).send().await.unwrap(), 414, "UriTooLong").await;
+        }
         431 => {
             let response = app
                 .get("/api/orders")
@@ -375,7 +379,7 @@ async fn every_live_row_of_the_readme_table_is_produced() {
     let codes: Vec<u16> = rows.iter().map(|(code, _)| *code).collect();
     for expected in [
         100, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 406, 408, 409, 412,
-        413, 415, 422, 429, 500, 501, 502, 503, 504,
+        413, 414, 415, 422, 429, 500, 501, 502, 503, 504,
     ] {
         assert!(codes.contains(&expected), "the table lists {expected}");
     }

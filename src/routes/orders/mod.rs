@@ -370,8 +370,10 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<Order, ApiE
 }
 
 fn order_not_found(id: &str) -> ApiError {
-    let shown: String = id.chars().take(64).collect();
-    ApiError::not_found(format!("Order '{shown}' was not found."))
+    ApiError::not_found(format!(
+        "Order '{}' was not found.",
+        crate::error::quoted(id)
+    ))
 }
 
 fn validation_error(violations: Vec<Violation>) -> ApiError {
