@@ -21,6 +21,7 @@ pub mod query;
 pub mod rate_limit;
 pub mod render;
 pub mod shed;
+pub mod strict;
 pub mod trace;
 
 use axum::Router;

@@ -152,6 +152,7 @@ pub async fn create_order(
 ) -> Result<Response, ApiError> {
     let items: Vec<ItemInput<'_>> = request
         .items
+        .0
         .iter()
         .map(representations::item_input)
         .collect();
@@ -257,7 +258,7 @@ pub async fn update_order(
     Writer(caller): Writer,
     Path(id): Path<String>,
     headers: HeaderMap,
-    MergePatch(patch): MergePatch<serde_json::Value>,
+    MergePatch(patch): MergePatch<Box<serde_json::value::RawValue>>,
 ) -> Result<Response, ApiError> {
     let change = patch::parse_patch(&patch)?;
     // Without If-Match the client asked for "whatever is there now": re-read and re-apply if
