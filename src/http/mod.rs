@@ -41,7 +41,7 @@ pub fn apply_stack(
     auth: crate::auth::Auth,
     limits: rate_limit::CallerLimits,
 ) -> Router {
-    panic::install_hook();
+    panic::install_hook(config.log_format);
     let body_policy = json::BodyPolicy::from(config);
     let admission = Admission(std::sync::Arc::new(AdmissionParts {
         auth,

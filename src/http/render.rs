@@ -106,7 +106,8 @@ fn report(error: &ApiError, trace_id: &str, method: &axum::http::Method, path: &
             "request failed"
         );
     } else {
-        tracing::debug!(trace_id, status, %method, path, message = error.message(), "request rejected");
+        // `reason`, not `message`: that is the event's own ("request rejected").
+        tracing::debug!(trace_id, status, %method, path, reason = error.message(), "request rejected");
     }
 }
 

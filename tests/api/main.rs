@@ -17,6 +17,7 @@ mod input;
 mod layers;
 mod limits;
 mod load;
+mod logs;
 mod openapi;
 mod orders;
 mod status_table;

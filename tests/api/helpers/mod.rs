@@ -278,8 +278,14 @@ impl Handler {
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let port = rest
+                // `address=127.0.0.1:port` in text logs, `"address":"127.0.0.1:port"` in JSON.
+                let found = line
+                    .split("address=")
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+                    .or_else(|| line.split("\"address\":\"").nth(1)?.split('"').next());
+                if let Some(address) = found {
+                    let port = address
                         .trim()
                         .rsplit(':')
                         .next()
