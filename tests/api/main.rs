@@ -23,3 +23,5 @@ mod orders;
 mod status_table;
 mod storage;
 mod telemetry;
+mod telemetry_delivery;
+mod telemetry_secrets;

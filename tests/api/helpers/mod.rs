@@ -2,6 +2,7 @@
 //! process. Every test gets its own instance, port and data, so tests run in parallel.
 
 pub mod azure;
+pub mod ingestion;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
