@@ -87,3 +87,60 @@ async fn no_token_key_secret_or_body_reaches_the_payloads() {
     }
     assert!(!ingestion.paths.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn only_the_apis_own_query_parameters_and_the_requests_host_are_exported() {
+    let ingestion = Ingestion::start();
+    let mut handler = start_exporting(&ingestion, &[]);
+    let secrets = [
+        ("pwd", "Pwd-3f9a1c"),
+        ("jwt", "eyJhbGciOiJIUzI1NiJ9.secret-jwt-4b2d"),
+        ("sas", "sv%3D2024%26sig%3Dsas-signature-8c3e"),
+        ("bearer", "Bearer-token-9d4f"),
+        ("passwd", "Passwd-0e5a"),
+        ("session", "Session-1f6b"),
+        // `token`, percent-encoded so that matching names as written would miss it.
+        ("to%6Ben", "Token-2a7c"),
+    ];
+    let mut query: Vec<String> = secrets.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    query.push("status=pending".to_owned());
+    query.push("top=5".to_owned());
+    let path_and_query = format!("/api/orders?{}", query.join("&"));
+    let response = client()
+        .get(format!("{}{path_and_query}", handler.base()))
+        .bearer_auth(dev_token("alice"))
+        .header("x-forwarded-host", "phish.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let exported = format!(
+        "http://127.0.0.1:{}/api/orders?{}&status=pending&top=5",
+        handler.port,
+        vec!["REDACTED"; secrets.len()].join("&")
+    );
+    let request = ingestion
+        .wait_for("the listing's request telemetry", |e| {
+            request_for(e, "&status=pending&top=5")
+        })
+        .await;
+    assert_eq!(data(&request)["url"], exported.as_str(), "{request}");
+
+    handler.terminate();
+    assert!(handler.child.wait().unwrap().success());
+    let raw = ingestion.raw();
+    for (name, value) in secrets {
+        let decoded = value.replace("%3D", "=").replace("%26", "&");
+        for secret in [value, decoded.as_str()] {
+            assert!(
+                !contains(&raw, secret.as_bytes()),
+                "{name}: {secret:?} was exported"
+            );
+        }
+    }
+    assert!(
+        !contains(&raw, b"phish.example"),
+        "a client's X-Forwarded-Host was exported"
+    );
+}
