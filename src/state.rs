@@ -7,7 +7,7 @@ use axum::extract::FromRef;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::events::OrderEvents;
+use crate::events::{ListenerLimits, OrderEvents};
 use crate::http::rate_limit::{CallerLimits, RateClock};
 use crate::store::memory::MemoryOrderStore;
 use crate::store::{ExportStores, OrderStore};
@@ -46,7 +46,10 @@ impl AppState {
         Self(Arc::new(StateParts {
             auth: Auth::new(&config.auth),
             rate_limits: rate_limits(&config, RateClock::system()),
-            events: OrderEvents::new(),
+            events: OrderEvents::new(ListenerLimits {
+                total: config.events_max_connections,
+                per_owner: config.events_max_connections_per_caller,
+            }),
             config: Arc::new(config),
             store,
             exports: ExportStores::in_memory(),

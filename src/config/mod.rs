@@ -257,6 +257,9 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(25));
         assert!(!config.fault_injection);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.events_max_connections, 1_000);
+        assert_eq!(config.events_max_connections_per_caller, 5);
     }
 
     #[test]
