@@ -77,7 +77,8 @@ impl AppState {
 
     /// The state for `config`, with the in-memory stores.
     pub fn in_memory(config: Config) -> Self {
-        Self::new(config, Arc::new(MemoryOrderStore::new()))
+        let keys = config.storage.idempotency_keys_per_owner;
+        Self::new(config, Arc::new(MemoryOrderStore::with_key_limit(keys)))
     }
 }
 

@@ -14,6 +14,10 @@ use super::{ConfigError, parse_number};
 
 pub const CONNECTION: &str = "AzureWebJobsStorage";
 
+/// `ORDERS_IDEMPOTENCY_KEYS_PER_CALLER` when unset: a day of keyed creates at one every ten
+/// seconds, with room to spare, in a few megabytes per caller.
+pub const DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
     /// `None`: orders and exports live in memory.
@@ -22,6 +26,8 @@ pub struct StorageSettings {
     /// The Functions host runs this process (`FUNCTIONS_CUSTOMHANDLER_PORT` set): the host's
     /// queue trigger processes export jobs, so no poller runs.
     pub under_functions_host: bool,
+    /// Idempotency keys one owner may hold at a time (`ORDERS_IDEMPOTENCY_KEYS_PER_CALLER`).
+    pub idempotency_keys_per_owner: usize,
 }
 
 impl StorageSettings {
@@ -59,10 +65,17 @@ impl StorageSettings {
         };
         let call_timeout =
             Duration::from_millis(parse_number(get, "ORDERS_STORAGE_TIMEOUT_MS", 10_000, 1)?);
+        let keys = parse_number(
+            get,
+            "ORDERS_IDEMPOTENCY_KEYS_PER_CALLER",
+            DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER as u64,
+            1,
+        )?;
         Ok(Self {
             account,
             call_timeout,
             under_functions_host: get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some(),
+            idempotency_keys_per_owner: usize::try_from(keys).unwrap_or(usize::MAX),
         })
     }
 }

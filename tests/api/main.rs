@@ -13,6 +13,7 @@ mod errors;
 mod events;
 mod expect_continue;
 mod exports;
+mod flood;
 mod input;
 mod layers;
 mod limits;

@@ -11,14 +11,17 @@ use orders_api::store::memory::MemoryOrderStore;
 use orders_api::store::{Claim, ListQuery, OrderStore, StoreError, StoredResponse};
 use time::OffsetDateTime;
 
+/// Idempotency keys an owner may hold in the suite's stores: small, so the bound is reached.
+const KEY_LIMIT: usize = 12;
+
 fn memory_store() -> Arc<dyn OrderStore> {
-    Arc::new(MemoryOrderStore::new())
+    Arc::new(MemoryOrderStore::with_key_limit(KEY_LIMIT))
 }
 
 fn azure_store() -> Arc<dyn OrderStore> {
     let client = crate::helpers::azure::shared_client();
     let names = crate::helpers::azure::unique_names();
-    Arc::new(TableOrderStore::new(client, &names.orders_table))
+    Arc::new(TableOrderStore::new(client, &names.orders_table).with_key_limit(KEY_LIMIT))
 }
 
 /// Each behaviour runs once per store.
@@ -51,6 +54,8 @@ suite!(
     continuation_with_a_status_filter,
     idempotency_replay,
     abandoned_idempotency_claims_are_taken_over,
+    idempotency_keys_are_bounded_per_owner,
+    concurrent_new_keys_are_counted_exactly,
     owner_isolation,
     health_is_ok,
 );
@@ -363,6 +368,93 @@ async fn abandoned_idempotency_claims_are_taken_over(store: Arc<dyn OrderStore>)
         }
     }
     assert_eq!(claimed, 1);
+}
+
+async fn idempotency_keys_are_bounded_per_owner(store: Arc<dyn OrderStore>) {
+    let (owner, other) = (owner(), owner());
+    let start = OffsetDateTime::now_utc();
+    let claim = |owner: &str, key: &str, at: OffsetDateTime| {
+        let (store, owner, key) = (store.clone(), owner.to_owned(), key.to_owned());
+        async move {
+            store
+                .claim_idempotency_key(&owner, &key, "fp", at)
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..KEY_LIMIT {
+        let at = start + time::Duration::seconds(i as i64);
+        assert_eq!(claim(&owner, &format!("k{i}"), at).await, Claim::Claimed);
+    }
+    // One more new key is refused, with when one is forgotten (within the day and an hour).
+    let soon = start + time::Duration::minutes(1);
+    match claim(&owner, "one-more", soon).await {
+        Claim::LimitReached { limit, retry_after } => {
+            assert_eq!(limit, KEY_LIMIT);
+            assert!(
+                retry_after > time::Duration::ZERO && retry_after <= time::Duration::hours(25),
+                "{retry_after}"
+            );
+        }
+        other => panic!("the key beyond the limit was {other:?}"),
+    }
+    // The keys held keep answering; other owners have keys of their own.
+    assert!(matches!(
+        claim(&owner, "k0", soon).await,
+        Claim::InProgress { .. }
+    ));
+    assert_eq!(claim(&other, "k0", soon).await, Claim::Claimed);
+    // Once the held keys are forgotten, new keys are taken again, the refused one included.
+    let later = start + orders_api::store::IDEMPOTENCY_RETENTION + time::Duration::hours(2);
+    assert_eq!(claim(&owner, "one-more", later).await, Claim::Claimed);
+    assert_eq!(claim(&owner, "k0", later).await, Claim::Claimed);
+}
+
+async fn concurrent_new_keys_are_counted_exactly(store: Arc<dyn OrderStore>) {
+    let owner = owner();
+    let now = OffsetDateTime::now_utc();
+    for i in 0..KEY_LIMIT - 2 {
+        let claim = store
+            .claim_idempotency_key(&owner, &format!("k{i}"), "fp", now)
+            .await
+            .unwrap();
+        assert_eq!(claim, Claim::Claimed);
+    }
+    // Eight new keys at once for the last two places: exactly two are taken.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, owner) = (store.clone(), owner.clone());
+            tokio::spawn(async move {
+                store
+                    .claim_idempotency_key(&owner, &format!("race{i}"), "fp", now)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Claim::Claimed => claimed.push(i),
+            Claim::LimitReached { .. } => {}
+            other => panic!("race{i}: {other:?}"),
+        }
+    }
+    assert_eq!(claimed.len(), 2, "claimed: {claimed:?}");
+    // A refused key left nothing behind: it is new again once there is room.
+    store
+        .release_idempotency_key(&owner, &format!("race{}", claimed[0]))
+        .await
+        .unwrap();
+    let refused = (0..8).find(|i| !claimed.contains(i)).unwrap();
+    let later = now + orders_api::store::IDEMPOTENCY_RETENTION + time::Duration::hours(2);
+    assert_eq!(
+        store
+            .claim_idempotency_key(&owner, &format!("race{refused}"), "fp", later)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
 }
 
 async fn owner_isolation(store: Arc<dyn OrderStore>) {
