@@ -1,8 +1,9 @@
 //! Order change notifications for `GET /api/orders/events` (WebSocket). Changes are broadcast
 //! within this instance only: a client sees the changes made through the instance it is
 //! connected to. Listeners are counted, per owner and in total, since each holds a connection
-//! and its buffers for as long as it likes. Under the Functions host, which cannot upgrade connections, nothing subscribes
-//! and publishing costs nothing; this service has no Web PubSub integration for that case.
+//! and its buffers for as long as it likes. Under the Functions host, which cannot upgrade
+//! connections, nothing subscribes and publishing costs nothing; this service has no Web PubSub
+//! integration for that case.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

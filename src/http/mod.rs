@@ -2,10 +2,11 @@
 //!
 //! 1. [`trace::trace_requests`]: the request span (Request telemetry), which
 //!    also decides the request's trace id.
-//! 2. [`frame`]: request id and context, 414/431/501 for what no route could serve, the body policy
-//!    for the extractors that read bodies (413, 408), and on the way out the one error renderer
-//!    ([`render`]): everything below may return bare error statuses and they still leave with
-//!    the JSON body.
+//! 2. [`frame`]: request id and context, 414/431/501 for what no route could serve, the body
+//!    policy for the extractors that read bodies (413, 408), `nosniff` on every response and
+//!    `private` on every response to a request with credentials, and on the way out the one
+//!    error renderer ([`render`]): everything below may return bare error statuses and they
+//!    still leave with the JSON body.
 //! 3. [`admit`]: authenticates a bearer token once, before any body is read (handlers see the
 //!    outcome through the `Caller` extractor); 429 per caller ([`rate_limit`]); 503 beyond the
 //!    concurrency limit ([`shed`]). Only `/api/...` except health goes through it.
@@ -148,8 +149,8 @@ fn header_bytes(req: &Request) -> usize {
         .sum()
 }
 
-/// 414 for an overlong target, 431 for oversized headers, and 501 for a method that is not one of HTTP's own (`PURGE`,
-/// `BREW`): the service does not recognise it anywhere. Known methods on a route that does not
+/// 414 for an overlong target, 431 for oversized headers, and 501 for a method that is not one
+/// of HTTP's own (`PURGE`, `BREW`): the service does not recognise it anywhere. Known methods on a route that does not
 /// offer them get 405 from the router.
 fn unserviceable(req: &Request) -> Option<ApiError> {
     let target = req.uri().path_and_query().map_or(0, |t| t.as_str().len());

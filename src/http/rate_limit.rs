@@ -15,6 +15,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -112,6 +113,8 @@ struct Inner {
     per_minute: u32,
     proxies: TrustedProxies,
     clock: RateClock,
+    /// When the full table was last swept for idle callers (clock nanoseconds + 1; 0: never).
+    last_sweep: AtomicU64,
 }
 
 impl CallerLimits {
@@ -136,6 +139,7 @@ impl CallerLimits {
                 per_minute: rate.get(),
                 proxies,
                 clock,
+                last_sweep: AtomicU64::new(0),
             }),
         }
     }
@@ -145,11 +149,27 @@ impl CallerLimits {
         self.inner.per_caller.len()
     }
 
+    /// Whether a sweep of the full table may run now (and claims it if so).
+    fn sweep_due(&self, interval: Duration) -> bool {
+        let now = self.inner.clock.now().as_u64().saturating_add(1);
+        let last = self.inner.last_sweep.load(Ordering::Relaxed);
+        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self
+                .inner
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Takes one request from `key`'s bucket.
     fn check(&self, key: CallerKey) -> Decision {
         let inner = &self.inner;
-        if inner.per_caller.len() >= inner.max_callers {
-            // Callers whose buckets are full again are indistinguishable from new ones.
+        let refill = Duration::from_secs(60) / inner.per_minute;
+        if inner.per_caller.len() >= inner.max_callers && self.sweep_due(refill) {
+            // Callers whose buckets are full again are indistinguishable from new ones. A sweep
+            // visits every caller, so it runs at most once per refill interval (the time for a
+            // bucket to gain a request), not on every request while the table is full.
             inner.per_caller.retain_recent();
             inner.per_caller.shrink_to_fit();
         }
@@ -158,7 +178,6 @@ impl CallerLimits {
         } else {
             inner.overflow.check()
         };
-        let refill = Duration::from_secs(60) / inner.per_minute;
         match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -369,6 +388,24 @@ mod tests {
             ])));
         }
         assert!(limits.tracked_callers() <= 100);
+    }
+
+    #[test]
+    fn a_full_table_forgets_idle_callers_once_their_buckets_refill() {
+        let clock = RateClock::manual();
+        let limits = CallerLimits::new(60, 10, TrustedProxies::none(), clock.clone());
+        let caller = |i: u8| CallerKey::Address(IpAddr::from([10, 0, 0, i]));
+        for i in 0..10 {
+            let _ = limits.check(caller(i));
+        }
+        // Full, and nobody's bucket has refilled: a new caller shares the overflow bucket.
+        let _ = limits.check(caller(10));
+        assert_eq!(limits.tracked_callers(), 10);
+        // Once every bucket is full again (governor waits one refill more to be sure), the next
+        // sweep forgets them all.
+        clock.advance(Duration::from_secs(2));
+        let _ = limits.check(caller(11));
+        assert_eq!(limits.tracked_callers(), 1);
     }
 
     #[test]

@@ -104,9 +104,9 @@ impl Visit for TextVisitor<'_> {
     }
 }
 
-/// Event formatting for JSON logs (with tracing-subscriber's `JsonFields` for spans): `timestamp`, `level`, the event's fields (the message
-/// first), `target`, and the spans it happened in (`span`, the innermost, and `spans`), as one
-/// object with unique keys on one line.
+/// Event formatting for JSON logs (with tracing-subscriber's `JsonFields` for spans):
+/// `timestamp`, `level`, the event's fields (the message first), `target`, and the spans it
+/// happened in (`span`, the innermost, and `spans`), as one object with unique keys on one line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLines;
 
