@@ -82,7 +82,10 @@ pub async fn serve(
         .header_read_timeout(options.header_timeout)
         // Headers up to 16 KiB are checked (and answered with a rendered 431) by the middleware;
         // this larger buffer only bounds what a client can make the server hold at all.
-        .max_buf_size(64 * 1024);
+        .max_buf_size(64 * 1024)
+        // hyper's default of 100 fields would answer 431 without a body for a request of a
+        // kilobyte; this many cannot fit in the 16 KiB the middleware answers for.
+        .max_headers(crate::http::MAX_HEADER_COUNT);
     // Every connection task holds a receiver: it is told when shutdown starts, and the sender
     // sees all receivers gone once the last connection has finished.
     let (stopping, stop_signal) = tokio::sync::watch::channel(false);

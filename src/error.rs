@@ -87,8 +87,8 @@ pub struct ProblemDetails {
     /// What went wrong, for humans (equals `message`).
     #[schema(max_length = 512)]
     pub detail: String,
-    /// The path of the request.
-    #[schema(max_length = 2048, format = "uri-reference")]
+    /// The path of the request (its first 64 characters).
+    #[schema(max_length = 64, format = "uri-reference")]
     pub instance: String,
     #[schema(max_length = 64, pattern = "^[A-Za-z]{1,64}$")]
     pub error: String,
@@ -113,7 +113,7 @@ impl ProblemDetails {
             title,
             status: body.status,
             detail: body.message.clone(),
-            instance: cut(instance, 2048),
+            instance: quoted(instance),
             error: body.error,
             message: body.message,
             trace_id: body.trace_id,
@@ -313,11 +313,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Client-supplied text (an id, a path) as an answer quotes it: at most 64 characters, so that
+/// an answer never grows with what the client sent.
+pub fn quoted(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
 /// `error` field: the reason phrase in PascalCase (`NotFound`, `ContentTooLarge`, ...).
 pub fn error_name(status: StatusCode) -> String {
     match status.as_u16() {
         // RFC 9110 renamed these; the registry's old phrases still ship in `http`.
         413 => "ContentTooLarge".to_owned(),
+        // PascalCase of "URI Too Long", not "URITooLong".
+        414 => "UriTooLong".to_owned(),
         422 => "UnprocessableContent".to_owned(),
         _ => status
             .canonical_reason()
@@ -347,6 +355,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         409 => "The request conflicts with the current state of the resource.",
         412 => "A precondition of the request did not hold.",
         413 => "The request body is too large.",
+        414 => "The request target is too long.",
         415 => "The request body's media type is not supported.",
         422 => "The request could not be processed.",
         428 => "This request must be conditional.",
@@ -377,6 +386,7 @@ mod tests {
             (408, "RequestTimeout"),
             (412, "PreconditionFailed"),
             (413, "ContentTooLarge"),
+            (414, "UriTooLong"),
             (415, "UnsupportedMediaType"),
             (422, "UnprocessableContent"),
             (428, "PreconditionRequired"),

@@ -7,8 +7,8 @@ use axum::extract::FromRef;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::events::OrderEvents;
-use crate::http::rate_limit::CallerLimits;
+use crate::events::{ListenerLimits, OrderEvents};
+use crate::http::rate_limit::{CallerLimits, RateClock};
 use crate::store::memory::MemoryOrderStore;
 use crate::store::{ExportStores, OrderStore};
 
@@ -45,11 +45,11 @@ impl AppState {
     pub fn new(config: Config, store: Arc<dyn OrderStore>) -> Self {
         Self(Arc::new(StateParts {
             auth: Auth::new(&config.auth),
-            rate_limits: CallerLimits::new(
-                config.rate_limit_per_minute,
-                config.rate_limit_max_callers,
-            ),
-            events: OrderEvents::new(),
+            rate_limits: rate_limits(&config, RateClock::system()),
+            events: OrderEvents::new(ListenerLimits {
+                total: config.events_max_connections,
+                per_owner: config.events_max_connections_per_caller,
+            }),
             config: Arc::new(config),
             store,
             exports: ExportStores::in_memory(),
@@ -63,6 +63,13 @@ impl AppState {
         Ok(Self::new(config, store).with_exports(exports))
     }
 
+    /// The same state with its rate limits on `clock` (tests use a manual one).
+    pub fn with_rate_clock(mut self, clock: RateClock) -> Self {
+        let limits = rate_limits(&self.config, clock);
+        Arc::make_mut(&mut self.0).rate_limits = limits;
+        self
+    }
+
     pub fn with_exports(mut self, exports: ExportStores) -> Self {
         Arc::make_mut(&mut self.0).exports = exports;
         self
@@ -70,8 +77,18 @@ impl AppState {
 
     /// The state for `config`, with the in-memory stores.
     pub fn in_memory(config: Config) -> Self {
-        Self::new(config, Arc::new(MemoryOrderStore::new()))
+        let keys = config.storage.idempotency_keys_per_owner;
+        Self::new(config, Arc::new(MemoryOrderStore::with_key_limit(keys)))
     }
+}
+
+fn rate_limits(config: &Config, clock: RateClock) -> CallerLimits {
+    CallerLimits::new(
+        config.rate_limit_per_minute,
+        config.rate_limit_max_callers,
+        config.trusted_proxies.clone(),
+        clock,
+    )
 }
 
 /// The `Caller`, `Reader` and `Writer` extractors find the token checker here.

@@ -6,6 +6,7 @@
 //! prints it as one line and exits non-zero.
 
 pub mod auth;
+pub mod proxies;
 pub mod storage;
 pub mod telemetry;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use auth::{AuthMode, AuthSettings, KeyRefresh, Secret};
+pub use proxies::TrustedProxies;
 pub use storage::StorageSettings;
 pub use telemetry::TelemetryConfig;
 
@@ -64,6 +66,11 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Callers tracked by the rate limiter at most (bounds its memory).
     pub rate_limit_max_callers: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (else the socket address does).
+    pub trusted_proxies: TrustedProxies,
+    /// Open order-change WebSockets at most, in total and per caller.
+    pub events_max_connections: usize,
+    pub events_max_connections_per_caller: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection.
     pub header_timeout: Duration,
     /// How bearer tokens are checked (`ORDERS_AUTH_*`).
@@ -143,6 +150,10 @@ impl Config {
         let rate_limit_max_callers =
             parse_number(&get, "ORDERS_RATE_LIMIT_MAX_CALLERS", 100_000, 1)?;
         let header_timeout_ms = parse_number(&get, "ORDERS_HEADER_TIMEOUT_MS", 10_000, 1)?;
+        let trusted_proxies = TrustedProxies::from_lookup(&get, under_functions_host)?;
+        let events_max_connections = parse_number(&get, "ORDERS_EVENTS_MAX_CONNECTIONS", 1_000, 1)?;
+        let events_max_connections_per_caller =
+            parse_number(&get, "ORDERS_EVENTS_MAX_CONNECTIONS_PER_CALLER", 5, 1)?;
 
         Ok(Self {
             bind,
@@ -166,6 +177,10 @@ impl Config {
                 ConfigError::new("ORDERS_RATE_LIMIT_PER_MINUTE", "is larger than 4294967295")
             })?,
             rate_limit_max_callers: usize::try_from(rate_limit_max_callers).unwrap_or(usize::MAX),
+            trusted_proxies,
+            events_max_connections: usize::try_from(events_max_connections).unwrap_or(usize::MAX),
+            events_max_connections_per_caller: usize::try_from(events_max_connections_per_caller)
+                .unwrap_or(usize::MAX),
             header_timeout: Duration::from_millis(header_timeout_ms),
             auth,
             storage,
@@ -247,6 +262,9 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(25));
         assert!(!config.fault_injection);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.events_max_connections, 1_000);
+        assert_eq!(config.events_max_connections_per_caller, 5);
     }
 
     #[test]

@@ -14,11 +14,17 @@ use super::{ConfigError, parse_number};
 
 pub const CONNECTION: &str = "AzureWebJobsStorage";
 
+/// `ORDERS_IDEMPOTENCY_KEYS_PER_CALLER` when unset: a day of keyed creates at one every ten
+/// seconds, with room to spare, in a few megabytes per caller.
+pub const DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
     /// `None`: orders and exports live in memory.
     pub account: Option<StorageAccount>,
     pub call_timeout: Duration,
+    /// Idempotency keys one owner may hold at a time (`ORDERS_IDEMPOTENCY_KEYS_PER_CALLER`).
+    pub idempotency_keys_per_owner: usize,
 }
 
 impl StorageSettings {
@@ -56,9 +62,16 @@ impl StorageSettings {
         };
         let call_timeout =
             Duration::from_millis(parse_number(get, "ORDERS_STORAGE_TIMEOUT_MS", 10_000, 1)?);
+        let keys = parse_number(
+            get,
+            "ORDERS_IDEMPOTENCY_KEYS_PER_CALLER",
+            DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER as u64,
+            1,
+        )?;
         Ok(Self {
             account,
             call_timeout,
+            idempotency_keys_per_owner: usize::try_from(keys).unwrap_or(usize::MAX),
         })
     }
 }

@@ -146,7 +146,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
+    // Every body of this API is an object: an array of a struct's fields is not one.
+    let value: T = serde_path_to_error::deserialize(super::strict::ObjectOnly(&mut deserializer))
+        .map_err(shape_error)?;
     deserializer
         .end()
         .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}.")))?;
@@ -185,7 +187,7 @@ fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError
 }
 
 /// serde_json appends " at line L column C"; inside `details` the field path says where.
-fn without_position(message: &str) -> String {
+pub(crate) fn without_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(index) => message[..index].to_owned(),
         None => message.to_owned(),

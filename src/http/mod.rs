@@ -2,10 +2,11 @@
 //!
 //! 1. [`trace::trace_requests`]: the request span (Request telemetry), which
 //!    also decides the request's trace id.
-//! 2. [`frame`]: request id and context, 431/501 for what no route could serve, the body policy
-//!    for the extractors that read bodies (413, 408), and on the way out the one error renderer
-//!    ([`render`]): everything below may return bare error statuses and they still leave with
-//!    the JSON body.
+//! 2. [`frame`]: request id and context, 414/431/501 for what no route could serve, the body
+//!    policy for the extractors that read bodies (413, 408), `nosniff` on every response and
+//!    `private` on every response to a request with credentials, and on the way out the one
+//!    error renderer ([`render`]): everything below may return bare error statuses and they
+//!    still leave with the JSON body.
 //! 3. [`admit`]: authenticates a bearer token once, before any body is read (handlers see the
 //!    outcome through the `Caller` extractor); 429 per caller ([`rate_limit`]); 503 beyond the
 //!    concurrency limit ([`shed`]). Only `/api/...` except health goes through it.
@@ -21,11 +22,12 @@ pub mod query;
 pub mod rate_limit;
 pub mod render;
 pub mod shed;
+pub mod strict;
 pub mod trace;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,7 +42,7 @@ pub fn apply_stack(
     auth: crate::auth::Auth,
     limits: rate_limit::CallerLimits,
 ) -> Router {
-    panic::install_hook();
+    panic::install_hook(config.log_format);
     let body_policy = json::BodyPolicy::from(config);
     let admission = Admission(std::sync::Arc::new(AdmissionParts {
         auth,
@@ -69,6 +71,7 @@ async fn frame(
 ) -> Response {
     let request_id = context::ensure(&mut req);
     let errors = render::ErrorContext::capture(&req);
+    let credentials = req.headers().contains_key(header::AUTHORIZATION);
     let response = match unserviceable(&req) {
         Some(error) => error.into_response(),
         None => {
@@ -77,9 +80,18 @@ async fn frame(
         }
     };
     let mut response = render::render(response, errors);
-    response
-        .headers_mut()
-        .insert(context::X_REQUEST_ID.clone(), request_id);
+    let headers = response.headers_mut();
+    headers.insert(context::X_REQUEST_ID.clone(), request_id);
+    // Every body is what its Content-Type says, never sniffed into something a browser runs.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // What a caller's credentials unlocked is theirs alone: no shared cache keeps it. Routes
+    // that say more (error bodies' no-store) keep what they said.
+    if credentials && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
     response
 }
 
@@ -120,6 +132,16 @@ async fn admit(State(admission): State<Admission>, mut req: Request, next: Next)
 /// buffer limit (see `app::serve`) only catches what is too big to parse at all.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// More header fields than this cannot fit in [`MAX_HEADER_BYTES`] as [`header_bytes`] counts
+/// them (a one-letter name and an empty value count 5 bytes), so hyper's count limit (see
+/// `app::serve`) set to it never refuses a request this service would have answered.
+pub const MAX_HEADER_COUNT: usize = MAX_HEADER_BYTES / 5 + 1;
+
+/// Request targets (path and query) beyond this length get a rendered 414: well below hyper's
+/// own limit (64 KiB, answered without a body), and above anything the API needs (the Functions
+/// host forwards URLs up to 4 KB).
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
 fn header_bytes(req: &Request) -> usize {
     req.headers()
         .iter()
@@ -127,10 +149,17 @@ fn header_bytes(req: &Request) -> usize {
         .sum()
 }
 
-/// 431 for oversized headers, and 501 for a method that is not one of HTTP's own (`PURGE`,
-/// `BREW`): the service does not recognise it anywhere. Known methods on a route that does not
+/// 414 for an overlong target, 431 for oversized headers, and 501 for a method that is not one
+/// of HTTP's own (`PURGE`, `BREW`): the service does not recognise it anywhere. Known methods on a route that does not
 /// offer them get 405 from the router.
 fn unserviceable(req: &Request) -> Option<ApiError> {
+    let target = req.uri().path_and_query().map_or(0, |t| t.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("The request target exceeds {MAX_TARGET_BYTES} bytes."),
+        ));
+    }
     if header_bytes(req) > MAX_HEADER_BYTES {
         return Some(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

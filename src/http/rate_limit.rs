@@ -2,34 +2,86 @@
 //! for each caller, on top of APIM's `rate-limit-by-key` at the edge (defense in depth: a
 //! Function App URL can be called around APIM).
 //!
-//! The caller is the token's owner when it authenticates, else the client address: the
-//! right-most `X-Forwarded-For` entry (the one Azure's front end appended; entries to its left
-//! are whatever the client claimed), else the socket peer. Behind the Functions host every
-//! socket peer is 127.0.0.1, which is why the owner comes first.
+//! The caller is the token's owner when it authenticates, else the client address: the socket
+//! peer, unless that peer is a trusted proxy (`ORDERS_TRUSTED_PROXIES`, and the Functions host
+//! on loopback), in which case `X-Forwarded-For` is read from the right, skipping trusted
+//! proxies, and the first other address is the client. Entries further left are whatever the
+//! client claimed and never count. IPv6 clients are keyed by their /64, which one subscriber
+//! usually holds whole.
 //!
 //! Memory is bounded: at most `ORDERS_RATE_LIMIT_MAX_CALLERS` callers are tracked; beyond that,
 //! idle ones are forgotten, and if the table is still full, untracked callers share one bucket.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, FakeRelativeClock, QuantaClock, QuantaInstant, Reference};
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::auth::Caller;
+use crate::config::TrustedProxies;
+use crate::config::proxies::canonical;
 use crate::error::ApiError;
+
+/// The rate limiter's time: the machine's monotonic clock, or (for tests) a clock that stands
+/// still until it is advanced, so that what a bucket holds never depends on how fast a test
+/// runs.
+#[derive(Debug, Clone)]
+pub struct RateClock(ClockKind);
+
+#[derive(Debug, Clone)]
+enum ClockKind {
+    System {
+        clock: QuantaClock,
+        origin: QuantaInstant,
+    },
+    Manual(FakeRelativeClock),
+}
+
+impl RateClock {
+    pub fn system() -> Self {
+        let clock = QuantaClock::default();
+        let origin = clock.now();
+        Self(ClockKind::System { clock, origin })
+    }
+
+    /// A clock that only moves when [`RateClock::advance`] is called.
+    pub fn manual() -> Self {
+        Self(ClockKind::Manual(FakeRelativeClock::default()))
+    }
+
+    /// Moves a manual clock forward; the system clock moves by itself.
+    pub fn advance(&self, by: Duration) {
+        if let ClockKind::Manual(clock) = &self.0 {
+            clock.advance(by);
+        }
+    }
+}
+
+impl Clock for RateClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match &self.0 {
+            ClockKind::System { clock, origin } => clock.now().duration_since(*origin),
+            ClockKind::Manual(clock) => clock.now(),
+        }
+    }
+}
 
 type KeyedLimiter = RateLimiter<
     CallerKey,
     DefaultKeyedStateStore<CallerKey>,
-    DefaultClock,
+    RateClock,
     StateInformationMiddleware,
 >;
 
@@ -41,11 +93,12 @@ enum CallerKey {
     Address(IpAddr),
     Unknown,
 }
-type SharedLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+type SharedLimiter = RateLimiter<NotKeyed, InMemoryState, RateClock, StateInformationMiddleware>;
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The rate limiter of one instance. Cheap to clone.
 #[derive(Clone)]
@@ -58,22 +111,35 @@ struct Inner {
     overflow: SharedLimiter,
     max_callers: usize,
     per_minute: u32,
-    clock: DefaultClock,
+    proxies: TrustedProxies,
+    clock: RateClock,
+    /// When the full table was last swept for idle callers (clock nanoseconds + 1; 0: never).
+    last_sweep: AtomicU64,
 }
 
 impl CallerLimits {
-    pub fn new(per_minute: u32, max_callers: usize) -> Self {
+    pub fn new(
+        per_minute: u32,
+        max_callers: usize,
+        proxies: TrustedProxies,
+        clock: RateClock,
+    ) -> Self {
         let rate = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(rate);
         Self {
             inner: Arc::new(Inner {
-                per_caller: RateLimiter::keyed(quota)
-                    .with_middleware::<StateInformationMiddleware>(),
-                overflow: RateLimiter::direct(quota)
+                per_caller: KeyedLimiter::new(
+                    quota,
+                    DefaultKeyedStateStore::default(),
+                    clock.clone(),
+                ),
+                overflow: RateLimiter::direct_with_clock(quota, clock.clone())
                     .with_middleware::<StateInformationMiddleware>(),
                 max_callers: max_callers.max(1),
                 per_minute: rate.get(),
-                clock: DefaultClock::default(),
+                proxies,
+                clock,
+                last_sweep: AtomicU64::new(0),
             }),
         }
     }
@@ -83,11 +149,27 @@ impl CallerLimits {
         self.inner.per_caller.len()
     }
 
+    /// Whether a sweep of the full table may run now (and claims it if so).
+    fn sweep_due(&self, interval: Duration) -> bool {
+        let now = self.inner.clock.now().as_u64().saturating_add(1);
+        let last = self.inner.last_sweep.load(Ordering::Relaxed);
+        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        (last == 0 || now.saturating_sub(last) >= interval)
+            && self
+                .inner
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Takes one request from `key`'s bucket.
     fn check(&self, key: CallerKey) -> Decision {
         let inner = &self.inner;
-        if inner.per_caller.len() >= inner.max_callers {
-            // Callers whose buckets are full again are indistinguishable from new ones.
+        let refill = Duration::from_secs(60) / inner.per_minute;
+        if inner.per_caller.len() >= inner.max_callers && self.sweep_due(refill) {
+            // Callers whose buckets are full again are indistinguishable from new ones. A sweep
+            // visits every caller, so it runs at most once per refill interval (the time for a
+            // bucket to gain a request), not on every request while the table is full.
             inner.per_caller.retain_recent();
             inner.per_caller.shrink_to_fit();
         }
@@ -96,7 +178,6 @@ impl CallerLimits {
         } else {
             inner.overflow.check()
         };
-        let refill = Duration::from_secs(60) / inner.per_minute;
         match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -123,7 +204,7 @@ fn whole_seconds(duration: Duration) -> u64 {
 }
 
 /// The caller's key: owner if the request authenticates, else the client address.
-fn caller_key(req: &Request) -> CallerKey {
+fn caller_key(req: &Request, proxies: &TrustedProxies) -> CallerKey {
     if let Some(caller) = req.extensions().get::<Caller>() {
         return CallerKey::Owner(Arc::clone(&caller.owner));
     }
@@ -131,24 +212,55 @@ fn caller_key(req: &Request) -> CallerKey {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    match forwarded_client(req.headers()).or(peer) {
-        Some(ip) => CallerKey::Address(ip),
+    match peer.map(|peer| client_address(peer, req.headers(), proxies)) {
+        Some(ip) => CallerKey::Address(bucket_of(ip)),
         None => CallerKey::Unknown,
     }
 }
 
-fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
-    let last = headers
-        .get_all("x-forwarded-for")
+/// The client's address: the socket peer, or, while the hop in hand is a trusted proxy, the
+/// entry that proxy appended to `X-Forwarded-For` (read right to left). An entry that is not an
+/// address stops the walk at the last proxy: nothing left of it can be believed.
+fn client_address(peer: IpAddr, headers: &HeaderMap, proxies: &TrustedProxies) -> IpAddr {
+    let mut client = canonical(peer);
+    if !proxies.trusts(client) {
+        return client;
+    }
+    let entries = headers
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.rsplit(','))
         .map(str::trim)
-        .rfind(|v| !v.is_empty())?;
+        .filter(|v| !v.is_empty());
+    for entry in entries {
+        let Some(address) = parse_forwarded(entry) else {
+            break;
+        };
+        client = address;
+        if !proxies.trusts(client) {
+            break;
+        }
+    }
+    client
+}
+
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
     // Azure may append the port (`203.0.113.7:52000`, `[2001:db8::1]:443`).
-    last.parse::<IpAddr>()
+    entry
+        .parse::<IpAddr>()
         .ok()
-        .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .map(canonical)
+}
+
+/// One bucket per IPv4 address, and per IPv6 /64: an IPv6 subscriber usually holds a whole
+/// /64 and could otherwise fill the table with addresses of their own.
+fn bucket_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
 }
 
 /// The `RateLimit-*` headers of an admitted request.
@@ -177,7 +289,7 @@ impl CallerLimits {
     /// `Retry-After`.
     pub fn admit(&self, req: &Request) -> Result<Allowance, ApiError> {
         let limit = self.inner.per_minute;
-        match self.check(caller_key(req)) {
+        match self.check(caller_key(req, &self.inner.proxies)) {
             Decision::Allowed { remaining, reset } => Ok(Allowance {
                 limit,
                 remaining,
@@ -202,21 +314,71 @@ impl CallerLimits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn forwarded_client_is_the_right_most_entry() {
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn forwarded(value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("10.9.9.9, 203.0.113.7:52000"),
+        headers.insert("x-forwarded-for", HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let headers = forwarded("10.9.9.9, 203.0.113.7:52000");
+        let none = TrustedProxies::none();
+        assert_eq!(
+            client_address(ip("198.51.100.2"), &headers, &none),
+            ip("198.51.100.2")
         );
-        assert_eq!(forwarded_client(&headers), "203.0.113.7".parse().ok());
-        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
-        assert_eq!(forwarded_client(&headers), None);
+        let host = TrustedProxies::none().with_loopback();
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers, &host),
+            ip("203.0.113.7")
+        );
+        // Proxies in the chain are skipped; what the client wrote left of them is not read.
+        let chain = host.clone().with_networks("10.0.0.0/8").unwrap();
+        let headers = forwarded("192.0.2.1, 203.0.113.9, 10.0.0.2");
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers, &chain),
+            ip("203.0.113.9")
+        );
+        // Garbage appended stops the walk at the last proxy.
+        let headers = forwarded("203.0.113.9, garbage");
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers, &host),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn mapped_addresses_are_their_ipv4_address() {
+        let host = TrustedProxies::none().with_loopback();
+        let headers = forwarded("::ffff:203.0.113.7");
+        assert_eq!(
+            client_address(ip("::ffff:127.0.0.1"), &headers, &host),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_address(
+                ip("::ffff:198.51.100.2"),
+                &HeaderMap::new(),
+                &TrustedProxies::none()
+            ),
+            ip("198.51.100.2")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(bucket_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(bucket_of(ip("203.0.113.7")), ip("203.0.113.7"));
     }
 
     #[test]
     fn tracking_is_bounded() {
-        let limits = CallerLimits::new(60, 100);
+        let limits = CallerLimits::new(60, 100, TrustedProxies::none(), RateClock::manual());
         for i in 0..1_000 {
             let _ = limits.check(CallerKey::Address(IpAddr::from([
                 10,
@@ -226,5 +388,42 @@ mod tests {
             ])));
         }
         assert!(limits.tracked_callers() <= 100);
+    }
+
+    #[test]
+    fn a_full_table_forgets_idle_callers_once_their_buckets_refill() {
+        let clock = RateClock::manual();
+        let limits = CallerLimits::new(60, 10, TrustedProxies::none(), clock.clone());
+        let caller = |i: u8| CallerKey::Address(IpAddr::from([10, 0, 0, i]));
+        for i in 0..10 {
+            let _ = limits.check(caller(i));
+        }
+        // Full, and nobody's bucket has refilled: a new caller shares the overflow bucket.
+        let _ = limits.check(caller(10));
+        assert_eq!(limits.tracked_callers(), 10);
+        // Once every bucket is full again (governor waits one refill more to be sure), the next
+        // sweep forgets them all.
+        clock.advance(Duration::from_secs(2));
+        let _ = limits.check(caller(11));
+        assert_eq!(limits.tracked_callers(), 1);
+    }
+
+    #[test]
+    fn a_manual_clock_refills_only_when_advanced() {
+        let clock = RateClock::manual();
+        let limits = CallerLimits::new(60, 10, TrustedProxies::none(), clock.clone());
+        let key = || CallerKey::Owner(Arc::from("alice"));
+        for _ in 0..60 {
+            assert!(matches!(limits.check(key()), Decision::Allowed { .. }));
+        }
+        let Decision::Limited { retry_after } = limits.check(key()) else {
+            panic!("the 61st request in a frozen minute is limited");
+        };
+        assert_eq!(retry_after, Duration::from_secs(1));
+        clock.advance(retry_after);
+        assert!(matches!(
+            limits.check(key()),
+            Decision::Allowed { remaining: 0, .. }
+        ));
     }
 }

@@ -49,7 +49,7 @@ pub fn render(response: Response, context: ErrorContext) -> Response {
         return response;
     }
     let trace_id = context.trace_id.unwrap_or_default();
-    let instance = context.uri.path().to_owned();
+    let path = context.uri.path();
     let method = context.method;
     let problem_json = context.problem_json;
     let (mut parts, _discarded_body) = response.into_parts();
@@ -57,13 +57,14 @@ pub fn render(response: Response, context: ErrorContext) -> Response {
         .extensions
         .remove::<ApiError>()
         .unwrap_or_else(|| ApiError::from_status(parts.status));
-    report(&error, &trace_id, &method, &instance);
+    report(&error, &trace_id, &method, path);
 
     let body = error.body(&trace_id);
     let (content_type, bytes) = if problem_json {
         (
             negotiate::PROBLEM_JSON,
-            to_json(&ProblemDetails::new(body, &instance)),
+            // Cut like every quoted path: the body never grows with the request.
+            to_json(&ProblemDetails::new(body, path)),
         )
     } else {
         (negotiate::JSON, to_json(&body))
@@ -105,7 +106,8 @@ fn report(error: &ApiError, trace_id: &str, method: &axum::http::Method, path: &
             "request failed"
         );
     } else {
-        tracing::debug!(trace_id, status, %method, path, message = error.message(), "request rejected");
+        // `reason`, not `message`: that is the event's own ("request rejected").
+        tracing::debug!(trace_id, status, %method, path, reason = error.message(), "request rejected");
     }
 }
 

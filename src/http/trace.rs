@@ -19,7 +19,6 @@ use super::context::RequestContext;
 
 static INVOCATION_ID: HeaderName = HeaderName::from_static("x-azure-functions-invocationid");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Request telemetry name for paths no route matched, by the Functions catch-all's template.
 const UNKNOWN_API_ROUTE: &str = "/api/{*path}";
@@ -95,17 +94,17 @@ fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
     ))
 }
 
-/// The URL the client asked for: scheme and host as forwarded, path, and the query with
-/// secret-looking parameters (`code` is the Functions key) redacted.
+/// The URL the client asked for, as exported: the scheme as forwarded, the host the request was
+/// sent to (`Host`; never `X-Forwarded-Host`, which any client can write), the path, and the
+/// query by allow-list ([`redact_query`]).
 fn request_url(req: &Request) -> String {
     let headers = req.headers();
     let scheme = match printable(headers, &FORWARDED_PROTO).and_then(first_value) {
         Some("https") => "https",
         _ => "http",
     };
-    let host = printable(headers, &FORWARDED_HOST)
-        .and_then(first_value)
-        .or_else(|| printable(headers, &header::HOST))
+    let host = printable(headers, &header::HOST)
+        .filter(|host| is_host(host))
         .unwrap_or("localhost");
     let mut url = format!("{scheme}://{host}{}", req.uri().path());
     if let Some(query) = req.uri().query() {
@@ -113,6 +112,14 @@ fn request_url(req: &Request) -> String {
         url.push_str(&redact_query(query));
     }
     url
+}
+
+/// A host name or address with an optional port: nothing else belongs in a URL's authority.
+fn is_host(value: &str) -> bool {
+    value.len() <= 255
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 fn first_value(value: &str) -> Option<&str> {
@@ -131,27 +138,47 @@ fn printable<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     })
 }
 
-/// Values of parameters whose names suggest a credential are replaced; names stay.
+type ValueShape = fn(&str) -> bool;
+
+/// Query parameters the API defines whose values are worth seeing, and what such a value looks
+/// like. A value of another shape is not what the parameter means and may be anything.
+const SHOWN: [(&str, ValueShape); 3] = [
+    ("status", |v| {
+        (1..=16).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphabetic())
+    }),
+    ("top", |v| {
+        (1..=4).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
+    }),
+    ("ms", |v| {
+        (1..=7).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
+    }),
+];
+
+/// Parameters shown by name only: the Functions key, and continuation tokens (opaque, and they
+/// name the owner's partition).
+const NAMED: [&str; 2] = ["code", "continuationToken"];
+
+/// The query by allow-list: parameters in [`SHOWN`] with a value of their shape as they are
+/// (decoded), those in [`NAMED`] as `name=REDACTED`, and everything else, name included (a
+/// name can be a secret too), as `REDACTED`. Names are percent-decoded before they are matched,
+/// so `to%6Ben` is `token`, not an unknown name let through.
 fn redact_query(query: &str) -> String {
-    const SECRET_NAMES: [&str; 8] = [
-        "code",
-        "sig",
-        "token",
-        "key",
-        "secret",
-        "password",
-        "auth",
-        "credential",
-    ];
     query
         .split('&')
+        .filter(|pair| !pair.is_empty())
         .map(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            let lower = name.to_ascii_lowercase();
-            if pair.contains('=') && SECRET_NAMES.iter().any(|s| lower.contains(s)) {
+            let Some((name, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+                return "REDACTED".to_owned();
+            };
+            let shown = SHOWN
+                .iter()
+                .any(|(known, shape)| *known == name && shape(&value));
+            if shown {
+                format!("{name}={value}")
+            } else if NAMED.contains(&name.as_ref()) {
                 format!("{name}=REDACTED")
             } else {
-                pair.to_owned()
+                "REDACTED".to_owned()
             }
         })
         .collect::<Vec<_>>()
@@ -163,26 +190,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_query_values_are_redacted() {
+    fn queries_are_exported_by_allow_list() {
         assert_eq!(
             redact_query("code=abc%3D%3D&status=paid&top=5&continuationToken=xyz&sig=s&flag"),
-            "code=REDACTED&status=paid&top=5&continuationToken=REDACTED&sig=REDACTED&flag"
+            "code=REDACTED&status=paid&top=5&continuationToken=REDACTED&REDACTED&REDACTED"
+        );
+        // Whatever the name, an unknown parameter shows neither name nor value.
+        assert_eq!(
+            redact_query("pwd=1&jwt=2&sas=3&bearer=4&passwd=5&session=6&to%6Ben=7"),
+            "REDACTED&REDACTED&REDACTED&REDACTED&REDACTED&REDACTED&REDACTED"
+        );
+        // Names are decoded before matching; a known name with an odd value is redacted too.
+        assert_eq!(
+            redact_query("st%61tus=paid&status=eyJhbGciOi.x.y&top=5%200&ms=10&co%64e=k"),
+            "status=paid&REDACTED&REDACTED&ms=10&code=REDACTED"
         );
     }
 
     #[test]
-    fn urls_use_forwarded_scheme_and_host() {
+    fn urls_use_forwarded_scheme_and_the_requests_own_host() {
         let req = Request::builder()
             .uri("/api/orders?code=k&top=2")
-            .header("host", "127.0.0.1:7071")
+            .header("host", "orders.example.net")
             .header("x-forwarded-proto", "https")
-            .header("x-forwarded-host", "orders.example.net, proxy")
+            .header("x-forwarded-host", "phish.example, proxy")
             .body(axum::body::Body::empty())
             .unwrap();
         assert_eq!(
             request_url(&req),
             "https://orders.example.net/api/orders?code=REDACTED&top=2"
         );
+        let odd_host = Request::builder()
+            .uri("/api/health")
+            .header("host", "evil.example/path?x=")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(request_url(&odd_host), "http://localhost/api/health");
     }
 
     #[test]

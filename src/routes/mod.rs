@@ -64,7 +64,10 @@ pub fn split(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("No resource at '{}'.", uri.path()))
+    ApiError::not_found(format!(
+        "No resource at '{}'.",
+        crate::error::quoted(uri.path())
+    ))
 }
 
 /// Storage failures, for every route that uses a store: 503 (unreachable, with `Retry-After`),

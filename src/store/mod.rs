@@ -59,7 +59,9 @@ impl StoreError {
 pub fn open(settings: &StorageSettings) -> Result<(Arc<dyn OrderStore>, ExportStores), String> {
     let Some(account) = &settings.account else {
         return Ok((
-            Arc::new(memory::MemoryOrderStore::new()),
+            Arc::new(memory::MemoryOrderStore::with_key_limit(
+                settings.idempotency_keys_per_owner,
+            )),
             ExportStores::in_memory(),
         ));
     };
@@ -68,5 +70,9 @@ pub fn open(settings: &StorageSettings) -> Result<(Arc<dyn OrderStore>, ExportSt
         ..azure::Timing::default()
     };
     let client = azure::connect(account.clone(), timing)?;
-    Ok(azure::open(client, &azure::Names::default()))
+    Ok(azure::open(
+        client,
+        &azure::Names::default(),
+        settings.idempotency_keys_per_owner,
+    ))
 }

@@ -35,6 +35,12 @@ pub enum Claim {
         fingerprint: String,
         response: StoredResponse,
     },
+    /// The key is new, and the owner already holds `limit` keys from the retention period; one
+    /// of them is forgotten after `retry_after` at the latest.
+    LimitReached {
+        limit: usize,
+        retry_after: time::Duration,
+    },
 }
 
 /// The first response given for an idempotency key, replayed to retries.
@@ -70,7 +76,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// The owner's orders in id order (creation order), one page at a time.
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<Page, StoreError>;
 
-    /// Atomically claims `key` for `owner`, or reports who holds it.
+    /// Atomically claims `key` for `owner`, or reports who holds it. Finding a key is O(1),
+    /// and an owner holds at most a configured number of keys at a time: a new key beyond that
+    /// is [`Claim::LimitReached`], while the keys it holds keep answering.
     async fn claim_idempotency_key(
         &self,
         owner: &str,

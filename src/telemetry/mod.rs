@@ -1,7 +1,8 @@
 //! Logs and telemetry.
 //!
 //! Code uses `tracing` only. Locally that is human-readable logs on stderr; in Azure (or with
-//! `ORDERS_LOG_FORMAT=json`) one JSON object per line. With `APPLICATIONINSIGHTS_CONNECTION_STRING`
+//! `ORDERS_LOG_FORMAT=json`) one JSON object per line ([`lines`]: either way, what a client
+//! sent cannot forge a line). With `APPLICATIONINSIGHTS_CONNECTION_STRING`
 //! set, the same spans and events also go to Application Insights:
 //!
 //! - a span that declares `otel.kind = "server"` (`crate::http::trace::trace_requests`) is a Request;
@@ -15,6 +16,7 @@
 
 mod bridge;
 pub mod export;
+pub mod lines;
 
 use opentelemetry::KeyValue;
 use tracing::{Instrument, Level, Metadata};
@@ -39,13 +41,15 @@ pub(crate) const EXPORT_LOG_TARGET: &str = "orders_api::telemetry::export";
 /// and nothing is exported.
 pub fn init(config: &Config) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Both formats escape what a client could use to forge or break a line ([`lines`]).
     let logs = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
+            .event_format(lines::JsonLines)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(lines::EscapedFields)
             .with_writer(std::io::stderr)
             .boxed(),
     }

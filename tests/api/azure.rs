@@ -152,8 +152,11 @@ async fn export_completes_through_the_standalone_poller() {
 async fn spawn_on(connection_string: &str, timing: Timing) -> TestApp {
     let account = StorageAccount::from_connection_string(connection_string).unwrap();
     let client = azure::connect(account, timing).unwrap();
-    let (orders, exports) =
-        orders_api::store::azure::open(client, &crate::helpers::azure::unique_names());
+    let (orders, exports) = orders_api::store::azure::open(
+        client,
+        &crate::helpers::azure::unique_names(),
+        orders_api::config::storage::DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER,
+    );
     let state = AppState::new(crate::helpers::test_config(), orders).with_exports(exports);
     crate::helpers::spawn_state(state, Arc::new(MemoryOrderStore::new())).await
 }

@@ -169,7 +169,8 @@ async fn request_past_the_deadline_is_504() {
     let mut config = test_config();
     config.request_timeout = Duration::from_millis(200);
     let app = spawn_with(config).await;
-    let response = app.get("/api/faults/slow?ms=5000").send().await.unwrap();
+    // The handler would sleep ten minutes: only the deadline can end this request.
+    let response = app.get("/api/faults/slow?ms=600000").send().await.unwrap();
     assert_error(response, 504, "GatewayTimeout").await;
     let response = app.get("/api/faults/slow?ms=0").send().await.unwrap();
     assert_eq!(response.status(), 200);

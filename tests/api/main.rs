@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod answers;
 mod auth;
 mod azure;
 mod binary;
@@ -12,12 +13,17 @@ mod errors;
 mod events;
 mod expect_continue;
 mod exports;
+mod flood;
+mod input;
 mod invocations;
 mod layers;
 mod limits;
 mod load;
+mod logs;
 mod openapi;
 mod orders;
 mod status_table;
 mod storage;
 mod telemetry;
+mod telemetry_delivery;
+mod telemetry_secrets;

@@ -96,7 +96,7 @@ shared_error!(
 );
 shared_error!(
     TooManyRequests,
-    "The caller is over its rate limit.",
+    "The caller is over its rate limit, or already holds as many Idempotency-Keys as it may (ORDERS_IDEMPOTENCY_KEYS_PER_CALLER).",
     [(
         "Retry-After",
         headers::retry_after("Seconds until a request will be admitted again.")

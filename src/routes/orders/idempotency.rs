@@ -1,6 +1,8 @@
 //! `Idempotency-Key` on `POST /api/orders`: the first request with a key creates the order and
 //! its response is kept (24 h, per owner); a retry with the same body gets that response again,
-//! one with another body 422, one while the first is still running 409.
+//! one with another body 422, one while the first is still running 409. An owner holds at most
+//! `ORDERS_IDEMPOTENCY_KEYS_PER_CALLER` keys at a time: a new key beyond that is 429 with
+//! `Retry-After` (when the oldest is forgotten), while the keys it holds keep answering.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -80,6 +82,21 @@ pub(super) async fn create_once(
             "A request with this Idempotency-Key is still in progress; retry later.",
         )
         .with_retry_after(1)),
+        Claim::LimitReached { limit, retry_after } => {
+            let seconds = u64::try_from(retry_after.whole_seconds())
+                .unwrap_or(0)
+                .saturating_add(u64::from(retry_after.subsec_nanoseconds() > 0))
+                .max(1);
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "This caller already holds {limit} Idempotency-Keys from the last 24 hours, \
+                     the most allowed: retry in {seconds} s, reuse a key for its own request, or \
+                     send the request without a key."
+                ),
+            )
+            .with_retry_after(seconds))
+        }
         Claim::Completed { response, .. } => {
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::CREATED);
             Ok(order_response(status, &response.order))

@@ -159,6 +159,7 @@ pub async fn create_order(
 ) -> Result<Response, ApiError> {
     let items: Vec<ItemInput<'_>> = request
         .items
+        .0
         .iter()
         .map(representations::item_input)
         .collect();
@@ -269,7 +270,7 @@ pub async fn update_order(
     Writer(caller): Writer,
     Path(id): Path<String>,
     conditions: Conditions,
-    MergePatch(patch): MergePatch<serde_json::Value>,
+    MergePatch(patch): MergePatch<Box<serde_json::value::RawValue>>,
 ) -> Result<Response, ApiError> {
     let change = patch::parse_patch(&patch)?;
     // Without If-Match the client asked for "whatever is there now": re-read and re-apply if
@@ -371,8 +372,10 @@ async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<Order, ApiE
 }
 
 fn order_not_found(id: &str) -> ApiError {
-    let shown: String = id.chars().take(64).collect();
-    ApiError::not_found(format!("Order '{shown}' was not found."))
+    ApiError::not_found(format!(
+        "Order '{}' was not found.",
+        crate::error::quoted(id)
+    ))
 }
 
 fn validation_error(violations: Vec<Violation>) -> ApiError {

@@ -1,14 +1,21 @@
 //! The merge patch (RFC 7396) of an order, read member by member into a domain change.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
 use crate::domain::{self, ItemInput, OrderChange, OrderStatus};
 use crate::error::{ApiError, FieldError};
+use crate::http::json::without_position;
+use crate::http::strict::Objects;
 
 use super::representations::{ItemRequest, item_input};
 
 /// Interprets a merge patch: the members `status`, `items` and `currency`; `null` (removal) is
-/// not allowed for any of them and other members are read-only or unknown.
-pub(super) fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiError> {
-    let serde_json::Value::Object(members) = patch else {
+/// not allowed for any of them and other members are read-only or unknown. Members are read
+/// from their exact text, so numbers keep every digit the client wrote.
+pub(super) fn parse_patch(patch: &RawValue) -> Result<OrderChange, ApiError> {
+    let Ok(members) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(patch.get()) else {
         return Err(ApiError::validation(vec![FieldError::new(
             "$",
             "a merge patch must be a JSON object",
@@ -16,25 +23,28 @@ pub(super) fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiE
     };
     let mut problems = Vec::new();
     let mut change = OrderChange::default();
-    for (name, value) in members {
-        if value.is_null() {
+    for (name, value) in &members {
+        if value.get() == "null" {
             problems.push(FieldError::new(name.as_str(), "cannot be removed"));
             continue;
         }
+        let text = || serde_json::from_str::<String>(value.get()).ok();
         match name.as_str() {
-            "status" => match value.as_str().and_then(OrderStatus::parse) {
+            "status" => match text().as_deref().and_then(OrderStatus::parse) {
                 Some(status) => change.status = Some(status),
                 None => problems.push(FieldError::new("status", OrderStatus::EXPECTED)),
             },
-            "currency" => match value.as_str().map(domain::Currency::parse) {
+            "currency" => match text().as_deref().map(domain::Currency::parse) {
                 Some(Ok(currency)) => change.currency = Some(currency),
                 Some(Err(message)) => problems.push(FieldError::new("currency", message)),
                 None => problems.push(FieldError::new("currency", "must be a string")),
             },
             "items" => {
-                let parsed: Result<Vec<ItemRequest>, _> = serde_path_to_error::deserialize(value);
+                let mut reader = serde_json::Deserializer::from_str(value.get());
+                let parsed: Result<Objects<ItemRequest>, _> =
+                    serde_path_to_error::deserialize(&mut reader);
                 match parsed {
-                    Ok(items) => {
+                    Ok(Objects(items)) => {
                         let inputs: Vec<ItemInput<'_>> = items.iter().map(item_input).collect();
                         let mut violations = Vec::new();
                         match domain::parse_items(&inputs, &mut violations) {
@@ -60,7 +70,7 @@ pub(super) fn parse_patch(patch: &serde_json::Value) -> Result<OrderChange, ApiE
                                     )
                                 }
                             ),
-                            error.into_inner().to_string(),
+                            without_position(&error.into_inner().to_string()),
                         ));
                     }
                 }

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::{ItemInput, Order, OrderStatus, PageSize};
+use crate::http::strict::Objects;
 
 /// The status of an order, as documented (the domain's `OrderStatus` stays free of API docs).
 #[derive(ToSchema)]
@@ -32,7 +33,7 @@ pub struct ItemRequest {
     )]
     pub sku: String,
     #[schema(value_type = i32, format = Int32, example = 2, minimum = 1, maximum = 10000)]
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::http::strict::whole_number")]
     pub quantity: i64,
     /// Decimal string, at most 4 decimal places.
     #[schema(
@@ -46,8 +47,8 @@ pub struct ItemRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrderRequest {
-    #[schema(min_items = 1, max_items = 100)]
-    pub items: Vec<ItemRequest>,
+    #[schema(value_type = Vec<ItemRequest>, min_items = 1, max_items = 100)]
+    pub items: Objects<ItemRequest>,
     /// ISO 4217 code.
     #[schema(
         example = "EUR",
@@ -212,21 +213,6 @@ impl TryFrom<String> for ContinuationToken {
 impl From<ContinuationToken> for String {
     fn from(token: ContinuationToken) -> Self {
         token.0
-    }
-}
-
-/// JSON Schema's `integer` is any number without a fractional part, so `2.0` is a valid
-/// quantity; serde's `i64` alone would refuse it.
-fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(n) = number.as_i64() {
-        return Ok(n);
-    }
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(serde::de::Error::custom(format!(
-            "invalid value: {number}, expected a whole number"
-        ))),
     }
 }
 

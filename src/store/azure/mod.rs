@@ -6,6 +6,7 @@ pub mod blob;
 pub mod client;
 pub mod exports;
 pub mod identity;
+pub mod key_ledger;
 pub mod orders;
 pub mod queue;
 pub mod signing;
@@ -66,9 +67,16 @@ pub fn connect(account: StorageAccount, timing: Timing) -> Result<Arc<StorageCli
     StorageClient::new(account, tokens, timing).map(Arc::new)
 }
 
-/// The stores on the account behind `client`, under `names`.
-pub fn open(client: Arc<StorageClient>, names: &Names) -> (Arc<dyn OrderStore>, ExportStores) {
-    let orders = Arc::new(TableOrderStore::new(client.clone(), &names.orders_table));
+/// The stores on the account behind `client`, under `names`; each owner holds at most
+/// `key_limit` idempotency keys at a time.
+pub fn open(
+    client: Arc<StorageClient>,
+    names: &Names,
+    key_limit: usize,
+) -> (Arc<dyn OrderStore>, ExportStores) {
+    let orders = Arc::new(
+        TableOrderStore::new(client.clone(), &names.orders_table).with_key_limit(key_limit),
+    );
     let exports = ExportStores {
         jobs: Arc::new(TableExportStore::new(
             client.clone(),

@@ -1,8 +1,12 @@
 //! [`OrderStore`] on Azure Table Storage. Partition = owner, row = order id; the order itself is
 //! one JSON property (`Data`) plus `Status` for filtering. The table's entity ETag is the
 //! order's version, so `If-Match` becomes a conditional update and no update is ever lost.
-//! Idempotency records live in the owner's partition too, under rows `k_<sha256 of the key>`,
-//! which sort apart from orders (`o_...`).
+//! Idempotency records live in the owner's partition too, under rows `k_<sha256 of the key>`
+//! (one point read finds a key), which sort apart from orders (`o_...`); how many keys the owner
+//! holds is counted in its ledger row (`c_...`, see [`super::key_ledger`]). A key row outlives
+//! its 24 hours until its key is used again: Table Storage has no expiry, and listing an owner's
+//! rows to delete them would cost more than the rows. Every such row stood for a created order
+//! (a refused or failed claim removes its own row), so they grow no faster than the orders.
 
 use std::sync::Arc;
 
@@ -15,7 +19,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::client::StorageClient;
+use super::key_ledger::{self, KeyLedger};
 use super::table::{Continuation, Entity, Table, escape_key, odata_string};
+use crate::config::storage::DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER;
 use crate::domain::{Order, OrderId};
 use crate::store::{
     Claim, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_RETENTION, ListQuery, OrderStore, Page,
@@ -24,12 +30,78 @@ use crate::store::{
 
 pub struct TableOrderStore {
     table: Table,
+    /// Idempotency keys one owner may hold at a time.
+    key_limit: usize,
 }
 
 impl TableOrderStore {
     pub fn new(client: Arc<StorageClient>, table_name: &str) -> Self {
         Self {
             table: Table::new(client, table_name),
+            key_limit: DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER,
+        }
+    }
+
+    /// The same store, where each owner holds at most `limit` idempotency keys at a time.
+    pub fn with_key_limit(mut self, limit: usize) -> Self {
+        self.key_limit = limit.max(1);
+        self
+    }
+
+    /// Counts a new key for the owner of `partition` in its ledger ([`key_ledger`]), or says
+    /// that the owner holds too many. The ledger is written with its ETag: concurrent claims
+    /// retry rather than lose a count.
+    async fn count_new_key(
+        &self,
+        partition: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        for _ in 0..16 {
+            let current = self.table.get(partition, key_ledger::ROW).await?;
+            let (mut ledger, etag) = match &current {
+                Some(entity) => (KeyLedger::from_entity(entity)?, Some(entity.etag.as_str())),
+                None => (KeyLedger::default(), None),
+            };
+            ledger.prune(now);
+            if ledger.count() >= self.key_limit as u64 {
+                return Ok(Some(Claim::LimitReached {
+                    limit: self.key_limit,
+                    retry_after: ledger.retry_after(now),
+                }));
+            }
+            ledger.add(now);
+            let written = match etag {
+                Some(etag) => self
+                    .table
+                    .replace(partition, key_ledger::ROW, ledger.properties(), Some(etag))
+                    .await
+                    .map(|_| ()),
+                None => self
+                    .table
+                    .insert(partition, key_ledger::ROW, ledger.properties())
+                    .await
+                    .map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(None),
+                Err(
+                    StoreError::EtagMismatch | StoreError::AlreadyExists | StoreError::NotFound,
+                ) => {
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "idempotency key ledger under heavy contention".to_owned(),
+        ))
+    }
+
+    /// Removes a key row this claim inserted and then could not keep.
+    async fn forget_key(&self, partition: &str, row: &str, etag: &str) -> Result<(), StoreError> {
+        match self.table.delete(partition, row, etag).await {
+            Ok(()) | Err(StoreError::NotFound | StoreError::EtagMismatch) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 }
@@ -256,7 +328,22 @@ impl OrderStore for TableOrderStore {
                 .insert(&partition, &row, in_progress(fingerprint, now))
                 .await
             {
-                Ok(_) => return Ok(Claim::Claimed),
+                // A new key: counted, or given back when the owner already holds too many.
+                Ok(etag) => {
+                    return match self.count_new_key(&partition, now).await {
+                        Ok(None) => Ok(Claim::Claimed),
+                        Ok(Some(refused)) => {
+                            self.forget_key(&partition, &row, &etag).await?;
+                            Ok(refused)
+                        }
+                        Err(error) => {
+                            if let Err(forget) = self.forget_key(&partition, &row, &etag).await {
+                                tracing::warn!(error = %forget, "could not remove an uncounted idempotency key");
+                            }
+                            Err(error)
+                        }
+                    };
+                }
                 Err(StoreError::AlreadyExists) => {}
                 Err(other) => return Err(other),
             }
@@ -277,6 +364,12 @@ impl OrderStore for TableOrderStore {
                         fingerprint: record.fingerprint,
                     },
                 });
+            }
+            // An expired key is a new key for the count (an abandoned one was counted when it
+            // was claimed). Should the takeover below lose its race, the count is one too high
+            // for a day: the bound errs on the safe side.
+            if expired && let Some(refused) = self.count_new_key(&partition, now).await? {
+                return Ok(refused);
             }
             match self
                 .table

@@ -3,6 +3,7 @@
 //! writes, at-least-once delivery with a visibility timeout.
 
 mod exports;
+mod keys;
 mod orders;
 
 pub use exports::{MemoryExportStore, MemoryJobQueue};

@@ -1,5 +1,5 @@
 //! Orders in memory. Each write gets a fresh ETag; all checks happen under one lock, so
-//! conditional writes are atomic.
+//! conditional writes are atomic. Idempotency keys live beside them ([`super::keys`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +10,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::OffsetDateTime;
 
+use super::keys::KeyTable;
+use crate::config::storage::DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER;
 use crate::domain::{Order, OrderId};
-use crate::store::{
-    Claim, IDEMPOTENCY_CLAIM_TIMEOUT, IDEMPOTENCY_RETENTION, ListQuery, OrderStore, Page,
-    StoreError, StoredResponse,
-};
+use crate::store::{Claim, ListQuery, OrderStore, Page, StoreError, StoredResponse};
 
-#[derive(Default)]
 pub struct MemoryOrderStore {
     state: Mutex<State>,
     next_version: AtomicU64,
@@ -24,31 +22,37 @@ pub struct MemoryOrderStore {
     epoch: u64,
 }
 
-#[derive(Default)]
 struct State {
     orders: HashMap<String, BTreeMap<OrderId, Order>>,
-    idempotency: HashMap<(String, String), KeyRecord>,
+    keys: KeyTable,
 }
 
-#[derive(Clone)]
-enum KeyState {
-    InProgress,
-    Completed(StoredResponse),
-}
-
-#[derive(Clone)]
-struct KeyRecord {
-    fingerprint: String,
-    state: KeyState,
-    at: OffsetDateTime,
+impl Default for MemoryOrderStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryOrderStore {
     pub fn new() -> Self {
+        Self::with_key_limit(DEFAULT_IDEMPOTENCY_KEYS_PER_OWNER)
+    }
+
+    /// A store where each owner holds at most `limit` idempotency keys at a time.
+    pub fn with_key_limit(limit: usize) -> Self {
         Self {
+            state: Mutex::new(State {
+                orders: HashMap::new(),
+                keys: KeyTable::new(limit),
+            }),
+            next_version: AtomicU64::new(0),
             epoch: rand::random(),
-            ..Self::default()
         }
+    }
+
+    /// Idempotency keys `owner` holds now, for tests of the bound.
+    pub fn idempotency_keys(&self, owner: &str) -> usize {
+        self.lock().keys.held(owner)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -168,36 +172,7 @@ impl OrderStore for MemoryOrderStore {
         fingerprint: &str,
         now: OffsetDateTime,
     ) -> Result<Claim, StoreError> {
-        let mut state = self.lock();
-        // Forget expired keys as we go: memory stays bounded by a day's worth of keys.
-        state
-            .idempotency
-            .retain(|_, record| now - record.at < IDEMPOTENCY_RETENTION);
-        let slot = (owner.to_owned(), key.to_owned());
-        if let Some(record) = state.idempotency.get(&slot) {
-            let abandoned = matches!(record.state, KeyState::InProgress)
-                && now - record.at >= IDEMPOTENCY_CLAIM_TIMEOUT;
-            if !abandoned {
-                return Ok(match &record.state {
-                    KeyState::InProgress => Claim::InProgress {
-                        fingerprint: record.fingerprint.clone(),
-                    },
-                    KeyState::Completed(response) => Claim::Completed {
-                        fingerprint: record.fingerprint.clone(),
-                        response: response.clone(),
-                    },
-                });
-            }
-        }
-        state.idempotency.insert(
-            slot,
-            KeyRecord {
-                fingerprint: fingerprint.to_owned(),
-                state: KeyState::InProgress,
-                at: now,
-            },
-        );
-        Ok(Claim::Claimed)
+        Ok(self.lock().keys.claim(owner, key, fingerprint, now))
     }
 
     async fn complete_idempotency_key(
@@ -208,21 +183,14 @@ impl OrderStore for MemoryOrderStore {
         response: &StoredResponse,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.lock().idempotency.insert(
-            (owner.to_owned(), key.to_owned()),
-            KeyRecord {
-                fingerprint: fingerprint.to_owned(),
-                state: KeyState::Completed(response.clone()),
-                at: now,
-            },
-        );
+        self.lock()
+            .keys
+            .complete(owner, key, fingerprint, response, now);
         Ok(())
     }
 
     async fn release_idempotency_key(&self, owner: &str, key: &str) -> Result<(), StoreError> {
-        self.lock()
-            .idempotency
-            .remove(&(owner.to_owned(), key.to_owned()));
+        self.lock().keys.release(owner, key);
         Ok(())
     }
 

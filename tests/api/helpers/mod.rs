@@ -2,6 +2,7 @@
 //! process. Every test gets its own instance, port and data, so tests run in parallel.
 
 pub mod azure;
+pub mod ingestion;
 
 pub mod host;
 pub mod idp;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use orders_api::app;
 use orders_api::config::Config;
+use orders_api::http::rate_limit::RateClock;
 use orders_api::state::AppState;
 use orders_api::store::memory::MemoryOrderStore;
 use serde_json::Value;
@@ -25,6 +27,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<MemoryOrderStore>,
     pub state: AppState,
+    /// The rate limiter's clock: it stands still until a test advances it, so bucket contents
+    /// never depend on how fast the test runs.
+    pub clock: RateClock,
     /// Dropped with the app: the server then stops.
     _shutdown: oneshot::Sender<()>,
 }
@@ -51,6 +56,8 @@ pub async fn spawn_with(config: Config) -> TestApp {
 }
 
 pub async fn spawn_state(state: AppState, store: Arc<MemoryOrderStore>) -> TestApp {
+    let clock = RateClock::manual();
+    let state = state.with_rate_clock(clock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -73,6 +80,7 @@ pub async fn spawn_state(state: AppState, store: Arc<MemoryOrderStore>) -> TestA
             .unwrap(),
         store,
         state,
+        clock,
         _shutdown: tx,
     }
 }
@@ -312,8 +320,14 @@ impl Handler {
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let port = rest
+                // `address=127.0.0.1:port` in text logs, `"address":"127.0.0.1:port"` in JSON.
+                let found = line
+                    .split("address=")
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+                    .or_else(|| line.split("\"address\":\"").nth(1)?.split('"').next());
+                if let Some(address) = found {
+                    let port = address
                         .trim()
                         .rsplit(':')
                         .next()

@@ -8,17 +8,26 @@ use std::sync::Arc;
 use orders_api::domain::{ItemInput, NewOrder, Order, OrderId, OrderStatus};
 use orders_api::store::azure::TableOrderStore;
 use orders_api::store::memory::MemoryOrderStore;
-use orders_api::store::{Claim, ListQuery, OrderStore, StoreError, StoredResponse};
+use orders_api::store::{ListQuery, OrderStore, StoreError};
 use time::OffsetDateTime;
 
+mod keys;
+use keys::{
+    abandoned_idempotency_claims_are_taken_over, concurrent_new_keys_are_counted_exactly,
+    idempotency_keys_are_bounded_per_owner, idempotency_replay,
+};
+
+/// Idempotency keys an owner may hold in the suite's stores: small, so the bound is reached.
+const KEY_LIMIT: usize = 12;
+
 fn memory_store() -> Arc<dyn OrderStore> {
-    Arc::new(MemoryOrderStore::new())
+    Arc::new(MemoryOrderStore::with_key_limit(KEY_LIMIT))
 }
 
 fn azure_store() -> Arc<dyn OrderStore> {
     let client = crate::helpers::azure::shared_client();
     let names = crate::helpers::azure::unique_names();
-    Arc::new(TableOrderStore::new(client, &names.orders_table))
+    Arc::new(TableOrderStore::new(client, &names.orders_table).with_key_limit(KEY_LIMIT))
 }
 
 /// Each behaviour runs once per store.
@@ -51,6 +60,8 @@ suite!(
     continuation_with_a_status_filter,
     idempotency_replay,
     abandoned_idempotency_claims_are_taken_over,
+    idempotency_keys_are_bounded_per_owner,
+    concurrent_new_keys_are_counted_exactly,
     owner_isolation,
     health_is_ok,
 );
@@ -245,124 +256,6 @@ async fn continuation_with_a_status_filter(store: Arc<dyn OrderStore>) {
     assert!(listed.iter().all(|o| o.status == OrderStatus::Paid));
     let ids: HashSet<OrderId> = listed.into_iter().map(|o| o.id).collect();
     assert_eq!(ids, paid);
-}
-
-async fn idempotency_replay(store: Arc<dyn OrderStore>) {
-    let owner = owner();
-    let now = OffsetDateTime::now_utc();
-    let claim = store
-        .claim_idempotency_key(&owner, "key/with#odd?chars", "fp1", now)
-        .await
-        .unwrap();
-    assert_eq!(claim, Claim::Claimed);
-    // While in progress, a retry learns so (and with which body).
-    assert_eq!(
-        store
-            .claim_idempotency_key(&owner, "key/with#odd?chars", "fp1", now)
-            .await
-            .unwrap(),
-        Claim::InProgress {
-            fingerprint: "fp1".to_owned()
-        }
-    );
-    let created = store.insert(&new_order(&owner, "A-1")).await.unwrap();
-    let response = StoredResponse {
-        status: 201,
-        order: created.clone(),
-    };
-    store
-        .complete_idempotency_key(&owner, "key/with#odd?chars", "fp1", &response, now)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&owner, "key/with#odd?chars", "fp1", now)
-            .await
-            .unwrap(),
-        Claim::Completed {
-            fingerprint: "fp1".to_owned(),
-            response: response.clone()
-        }
-    );
-    // A different body gets the first fingerprint back, so the caller can refuse it.
-    assert!(matches!(
-        store.claim_idempotency_key(&owner, "key/with#odd?chars", "fp2", now).await.unwrap(),
-        Claim::Completed { fingerprint, .. } if fingerprint == "fp1"
-    ));
-    // Keys are forgotten after the retention period.
-    let later = now + orders_api::store::IDEMPOTENCY_RETENTION + time::Duration::seconds(1);
-    assert_eq!(
-        store
-            .claim_idempotency_key(&owner, "key/with#odd?chars", "fp3", later)
-            .await
-            .unwrap(),
-        Claim::Claimed
-    );
-    // Released keys can be claimed again; idempotency records are not listed as orders.
-    store
-        .claim_idempotency_key(&owner, "other", "fp", now)
-        .await
-        .unwrap();
-    store
-        .release_idempotency_key(&owner, "other")
-        .await
-        .unwrap();
-    store
-        .release_idempotency_key(&owner, "never-claimed")
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&owner, "other", "fp", now)
-            .await
-            .unwrap(),
-        Claim::Claimed
-    );
-    let page = store
-        .list(
-            &owner,
-            &ListQuery {
-                status: None,
-                top: 100,
-                continuation: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(page.orders, vec![created]);
-}
-
-async fn abandoned_idempotency_claims_are_taken_over(store: Arc<dyn OrderStore>) {
-    let owner = owner();
-    let then = OffsetDateTime::now_utc();
-    assert_eq!(
-        store
-            .claim_idempotency_key(&owner, "k", "fp", then)
-            .await
-            .unwrap(),
-        Claim::Claimed
-    );
-    let later = then + orders_api::store::IDEMPOTENCY_CLAIM_TIMEOUT + time::Duration::seconds(1);
-    // Many retries race for the abandoned key: exactly one takes it over.
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
-            let owner = owner.clone();
-            tokio::spawn(async move {
-                store
-                    .claim_idempotency_key(&owner, "k", "fp", later)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut claimed = 0;
-    for task in tasks {
-        if task.await.unwrap() == Claim::Claimed {
-            claimed += 1;
-        }
-    }
-    assert_eq!(claimed, 1);
 }
 
 async fn owner_isolation(store: Arc<dyn OrderStore>) {
