@@ -1,7 +1,8 @@
 //! An emulated Azure Functions host in front of the real `handler` binary, as strict as the
 //! real one where this service depends on it (see the platform notes in the README):
 //!
-//! - It starts the binary with `FUNCTIONS_CUSTOMHANDLER_PORT` set to a port it chose and polls
+//! - It starts the binary with `FUNCTIONS_CUSTOMHANDLER_PORT` (0 here: the kernel picks the port,
+//!   and the handler's log says which; the real host picks a free one itself) and polls
 //!   `GET /` until any response arrives (the process exiting first fails the test).
 //! - It reads the function folders of an app root, sorts them by function name (ordinal,
 //!   ignoring case) and gives each request under `/api` to the first HTTP function whose route
@@ -246,13 +247,11 @@ impl FunctionsHost {
             .unwrap_or("api")
             .trim_matches('/')
             .to_owned();
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+        // The real host picks a free port itself; here the kernel does (port 0), and the
+        // handler's log says which, so no other process can take the port in between.
         let mut command = super::handler_command();
         command
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
             .env("FUNCTIONS_WORKER_RUNTIME", "custom")
             .env("ORDERS_LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
@@ -273,6 +272,20 @@ impl FunctionsHost {
                 }
             });
         }
+        let port = super::eventually("the handler's listening address", || {
+            let exited = child.try_wait().unwrap();
+            let lines = stderr.lock().unwrap().clone();
+            async move {
+                if let Some(status) = exited {
+                    panic!("the handler exited ({status}) before listening: {lines:?}");
+                }
+                lines
+                    .iter()
+                    .find_map(|line| super::listening_port(line))
+                    .ok_or_else(|| format!("{lines:?}"))
+            }
+        })
+        .await;
         let handler = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

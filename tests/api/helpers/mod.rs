@@ -254,6 +254,24 @@ pub fn assert_error_body(body: &Value, status: u16, error: &str) {
     }
 }
 
+/// The port in the handler's "listening" log line: `address=127.0.0.1:port` in text logs,
+/// `"address":"127.0.0.1:port"` in JSON.
+pub fn listening_port(line: &str) -> Option<u16> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let address = line
+        .split("address=")
+        .nth(1)
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .or_else(|| line.split("\"address\":\"").nth(1)?.split('"').next())?;
+    address
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_matches('"').parse::<u16>().ok())
+}
+
 /// The real `handler` binary as a command, with an empty environment but `PATH`: each test
 /// says exactly which settings it runs with.
 pub fn handler_command() -> Command {
@@ -320,21 +338,10 @@ impl Handler {
         std::thread::spawn(move || {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // `address=127.0.0.1:port` in text logs, `"address":"127.0.0.1:port"` in JSON.
-                let found = line
-                    .split("address=")
-                    .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap_or_default())
-                    .or_else(|| line.split("\"address\":\"").nth(1)?.split('"').next());
-                if let Some(address) = found {
-                    let port = address
-                        .trim()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.trim_matches('"').parse::<u16>().ok());
-                    if let (Some(port), Some(tx)) = (port, port_tx.take()) {
-                        let _ = tx.send(port);
-                    }
+                if let Some(port) = listening_port(&line)
+                    && let Some(tx) = port_tx.take()
+                {
+                    let _ = tx.send(port);
                 }
                 sink.lock().unwrap().push(line);
             }
