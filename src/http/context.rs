@@ -16,16 +16,21 @@ pub struct RequestContext {
     pub trace_id: String,
     /// The caller's span id from `traceparent`, when one was sent.
     pub parent_span_id: Option<String>,
+    /// The caller's `sampled` flag from `traceparent`: whether it records this trace.
+    pub parent_sampled: bool,
     pub request_id: HeaderValue,
 }
 
 impl RequestContext {
     pub fn from_headers(headers: &axum::http::HeaderMap) -> Self {
-        let (trace_id, parent_span_id) = headers
+        let (trace_id, parent_span_id, parent_sampled) = headers
             .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent)
-            .map_or_else(|| (new_trace_id(), None), |(t, s)| (t, Some(s)));
+            .map_or_else(
+                || (new_trace_id(), None, false),
+                |(t, s, sampled)| (t, Some(s), sampled),
+            );
         let request_id = headers
             .get(&X_REQUEST_ID)
             .filter(|v| is_acceptable_request_id(v))
@@ -44,6 +49,7 @@ impl RequestContext {
         Self {
             trace_id,
             parent_span_id,
+            parent_sampled,
             request_id,
         }
     }
@@ -71,8 +77,8 @@ fn is_acceptable_request_id(value: &HeaderValue) -> bool {
 }
 
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; all-zero ids are invalid (W3C Trace
-/// Context, section 3.2).
-pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
+/// Context, section 3.2). Gives the trace id, the span id and the `sampled` flag (bit 0).
+pub fn parse_traceparent(value: &str) -> Option<(String, String, bool)> {
     let mut parts = value.trim().split('-');
     let (version, trace_id, span_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -87,7 +93,9 @@ pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
         && is_hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && span_id.bytes().any(|b| b != b'0');
-    valid.then(|| (trace_id.to_owned(), span_id.to_owned()))
+    // `flags` is two hex digits (checked above); only the lowest bit is defined.
+    let sampled = u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1);
+    valid.then(|| (trace_id.to_owned(), span_id.to_owned(), sampled))
 }
 
 fn new_trace_id() -> String {
@@ -101,10 +109,14 @@ mod tests {
 
     #[test]
     fn parses_valid_traceparent() {
-        let (trace, span) =
+        let (trace, span, sampled) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(span, "00f067aa0ba902b7");
+        assert!(sampled);
+        let (_, _, sampled) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02").unwrap();
+        assert!(!sampled, "only bit 0 means sampled");
     }
 
     #[test]

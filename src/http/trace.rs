@@ -81,15 +81,21 @@ pub async fn trace_requests(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// The caller's span from `traceparent`, as the remote parent of the request span.
+/// The caller's span from `traceparent`, as the remote parent of the request span. Its `sampled`
+/// flag carries through: the sampler honours the caller's decision.
 fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
     let parent = context.parent_span_id.as_deref()?;
     let trace_id = TraceId::from_hex(&context.trace_id).ok()?;
     let span_id = SpanId::from_hex(parent).ok()?;
+    let flags = if context.parent_sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
     Some(SpanContext::new(
         trace_id,
         span_id,
-        TraceFlags::SAMPLED,
+        flags,
         true,
         TraceState::default(),
     ))
@@ -201,6 +207,7 @@ mod tests {
         );
         assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
         assert!(parent.is_remote());
+        assert!(!parent.is_sampled(), "flags 00: the caller does not record");
         assert!(remote_parent(&RequestContext::from_headers(&HeaderMap::new())).is_none());
     }
 }

@@ -15,6 +15,8 @@
 
 mod bridge;
 pub mod export;
+mod keep;
+mod sampling;
 
 use opentelemetry::KeyValue;
 use tracing::{Instrument, Level, Metadata};

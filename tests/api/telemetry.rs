@@ -14,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::Value;
 
+mod sampling;
+
 const IKEY: &str = "00000000-0000-4000-8000-0000000000aa";
 const DEV_SECRET: &str = "telemetry-test-signing-key-0123456789-abcdefghij";
 
@@ -174,6 +176,8 @@ fn start_exporting(ingestion: &Ingestion, extra: &[(&str, &str)]) -> Handler {
     let connection = ingestion.connection_string();
     let mut env = vec![
         ("APPLICATIONINSIGHTS_CONNECTION_STRING", connection.as_str()),
+        // Sampling off: these tests look for particular requests. The sampling tests set a rate.
+        ("ORDERS_TELEMETRY_SAMPLE_PER_SECOND", "0"),
         ("ORDERS_FAULT_INJECTION", "true"),
         ("ORDERS_AUTH_DEV_SECRET", DEV_SECRET),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
