@@ -77,16 +77,6 @@ def to_ms(value):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, args, headers=(), script=None):
-    """The median run (by requests/s) of `args.runs` runs: one slow or fast run on a shared
-    machine does not make the figure. `total` counts the requests of every run, warm-up included."""
-    warmup = argparse.Namespace(**{**vars(args), "duration": 1})
-    first = wrk_once(url, warmup, headers, script)  # connections, caches and CPU clocks settle first
-    runs = [wrk_once(url, args, headers, script) for _ in range(args.runs)]
-    median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-    return {**median, "total": first["requests"] + sum(r["requests"] for r in runs)}
-
-
 def wrk_once(url, args, headers, script):
     argv = CLIENT_CPU + ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
     for header in headers:
@@ -169,60 +159,71 @@ ORDER = '{"items":[{"sku":"A-1","quantity":2,"unitPrice":"9.99"}],"currency":"EU
 FAULTS = ["error", "panic", "unavailable", "bad-gateway"]
 
 
-class Injector(threading.Thread):
-    """Sends `count` failing requests evenly over `seconds`, beside the load, keeping the trace
-    id each error body names."""
+class Injector:
+    """Sends failing requests evenly over each measured run of the telemetry scenario, beside the
+    load, keeping the trace id each error body names."""
 
-    def __init__(self, base, token, count, seconds):
-        super().__init__(daemon=True)
-        self.base, self.token, self.count, self.seconds = base, token, count, seconds
+    def __init__(self, base, token, total):
+        self.base, self.token, self.total = base, token, total
+        self.run = 0
+        self.threads = []
         self.sent = []  # (fault, status, trace id)
 
-    def run(self):
-        for i in range(self.count):
-            fault = FAULTS[i % len(FAULTS)]
+    def during_next_run(self, args):
+        # Run i of n sends its share of the total: every failure is sent, whatever n.
+        i, self.run = self.run, self.run + 1
+        count = self.total * (i + 1) // args.runs - self.total * i // args.runs
+        thread = threading.Thread(target=self.send, args=(count, args.duration), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self):
+        for thread in self.threads:
+            thread.join()
+
+    def send(self, count, seconds):
+        for _ in range(count):
+            # Spread over the run, starting a little into it.
+            time.sleep(seconds / (count + 1))
+            fault = FAULTS[len(self.sent) % len(FAULTS)]
             status, body = request("GET", f"{self.base}/api/faults/{fault}", self.token)
             trace_id = json.loads(body).get("traceId", "")
             self.sent.append((fault, status, trace_id))
-            time.sleep(self.seconds / self.count)
 
 
-def run_handler(keys, issuer, token, args, results, extra=None):
-    """One handler process for the scenarios in `keys`; returns its idle RSS (KiB) and, for the
-    telemetry scenario, the failures it was sent."""
+class Target:
+    """One scenario: a URL on a running server, and the wrk runs made against it."""
+
+    def __init__(self, key, url, headers=(), script=None, before=None):
+        self.key, self.url, self.headers, self.script, self.before = key, url, headers, script, before
+        self.runs = []
+        self.warmup = None
+
+
+def start_handler(issuer, token, extra=None):
+    """A handler process, its base URL, its idle RSS (KiB) and an order to read."""
     process, match = start([HANDLER], handler_env(issuer, extra or {}), r"address=([\d.]+:\d+)")
     base = f"http://{match.group(1)}"
-    injector = None
-    try:
-        urllib.request.urlopen(base + "/").read()
-        time.sleep(0.5)
-        idle = rss_kib(process.pid, "VmRSS")
-        _, created = request("POST", base + "/api/orders", token, ORDER.encode())
-        order_id = re.search(rb'"id":"(o_[0-9a-f]+)"', created).group(1).decode()
-        auth = f"Authorization: Bearer {token}"
-        for key in keys:
-            if key == "health":
-                results[key] = wrk(base + "/api/health", args)
-            elif key == "post":
-                with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-                    lua.write('wrk.method = "POST"\n')
-                    lua.write(f"wrk.body = '{ORDER}'\n")
-                    lua.write('wrk.headers["Content-Type"] = "application/json"\n')
-                results[key] = wrk(base + "/api/orders", args, [auth], lua.name)
-                os.unlink(lua.name)
-            else:
-                if key == "telemetry":
-                    Sink.keep = True
-                    injector = Injector(base, token, args.failures, 1 + args.runs * args.duration)
-                    injector.start()
-                results[key] = wrk(f"{base}/api/orders/{order_id}", args, [auth])
-                if injector:
-                    injector.join()
-        return idle, injector
-    finally:
-        # SIGTERM flushes what telemetry is still queued before the process exits.
-        stop(process)
-        Sink.keep = False
+    urllib.request.urlopen(base + "/").read()
+    time.sleep(0.5)
+    idle = rss_kib(process.pid, "VmRSS")
+    _, created = request("POST", base + "/api/orders", token, ORDER.encode())
+    order_id = re.search(rb'"id":"(o_[0-9a-f]+)"', created).group(1).decode()
+    return process, base, idle, order_id
+
+
+def run_rounds(targets, args):
+    """A warm-up run of every scenario, then `args.runs` rounds of one run each: scenarios
+    measured side by side in every round, so load from elsewhere on the machine falls on all of
+    them alike, and ratios are taken within a round."""
+    warmup = argparse.Namespace(**{**vars(args), "duration": 1})
+    for target in targets:
+        target.warmup = wrk_once(target.url, warmup, target.headers, target.script)
+    for _ in range(args.runs):
+        for target in targets:
+            if target.before:
+                target.before(args)
+            target.runs.append(wrk_once(target.url, args, target.headers, target.script))
 
 
 def check_telemetry(injector, served):
@@ -260,7 +261,7 @@ def verdict(ok):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--runs", type=int, default=3, help="rounds: runs per scenario; the median is reported")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="wrk threads (default: 1 pinned, 2 unpinned)")
     parser.add_argument("--no-pin", action="store_true", help="let server and wrk share all cores")
@@ -277,55 +278,98 @@ def main():
         args.threads = 1 if pinned else 2
     load_before = os.getloadavg()[0]
 
-    results = {}
-    if "hello" in chosen or "json" in chosen:
-        hello, match = start([os.path.join(RELEASE, "examples", "hello")], {"PORT": "0"}, r"listening on ([\d.]+:\d+)")
-        try:
-            if "hello" in chosen:
-                results["hello"] = wrk(f"http://{match.group(1)}/", args)
-            if "json" in chosen:
-                results["json"] = wrk(f"http://{match.group(1)}/api/orders/o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50", args)
-        finally:
-            stop(hello)
-
     idp, match = start([os.path.join(RELEASE, "examples", "bench_idp")], {}, r"^(\S+) (\S+)$")
     issuer, token = match.group(1), match.group(2)
     sink = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     connection = f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:{sink.server_address[1]}/"
-    idle, idle_exporting, telemetry = None, None, None
+    auth = f"Authorization: Bearer {token}"
+    processes, targets, idle, injector = [], [], {}, None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write('wrk.method = "POST"\n')
+        lua.write(f"wrk.body = '{ORDER}'\n")
+        lua.write('wrk.headers["Content-Type"] = "application/json"\n')
     try:
-        plain = [s for s in ("health", "get", "post") if s in chosen]
-        if plain:
-            idle, _ = run_handler(plain, issuer, token, args, results)
-        if "nocache" in chosen:
-            run_handler(["nocache"], issuer, token, args, results, {"ORDERS_AUTH_VERIFIED_TOKEN_CACHE": "0"})
-        if "telemetry" in chosen:
-            idle_exporting, injector = run_handler(["telemetry"], issuer, token, args, results,
-                                                   {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection})
-            telemetry = check_telemetry(injector, results["telemetry"]["total"])
-        if "everything" in chosen:
-            run_handler(["everything"], issuer, token, args, results,
-                        {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection, "ORDERS_TELEMETRY_SAMPLE_PER_SECOND": "0"})
+        if "hello" in chosen or "json" in chosen:
+            hello, match = start([os.path.join(RELEASE, "examples", "hello")], {"PORT": "0"}, r"listening on ([\d.]+:\d+)")
+            processes.append(hello)
+            if "hello" in chosen:
+                targets.append(Target("hello", f"http://{match.group(1)}/"))
+            if "json" in chosen:
+                targets.append(Target("json", f"http://{match.group(1)}/api/orders/o_0190f3a1b2c37d4e8f9a0b1c2d3e4f50"))
+        handlers = {
+            "plain": {},
+            "nocache": {"ORDERS_AUTH_VERIFIED_TOKEN_CACHE": "0"},
+            "telemetry": {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection},
+            "everything": {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection, "ORDERS_TELEMETRY_SAMPLE_PER_SECOND": "0"},
+            # Its own process: a million-odd orders created must not weigh on the others.
+            "post": {},
+        }
+        wanted = {"health": "plain", "get": "plain", "nocache": "nocache", "telemetry": "telemetry",
+                  "everything": "everything", "post": "post"}
+        running = {}
+        for key in SCENARIOS:
+            name = wanted.get(key)
+            if key not in chosen or name is None:
+                continue
+            if name not in running:
+                process, base, idle[name], order_id = start_handler(issuer, token, handlers[name])
+                processes.append(process)
+                running[name] = (process, base, order_id)
+            process, base, order_id = running[name]
+            if key == "health":
+                targets.append(Target(key, base + "/api/health"))
+            elif key == "post":
+                targets.append(Target(key, base + "/api/orders", [auth], lua.name))
+            elif key == "telemetry":
+                injector = Injector(base, token, args.failures)
+                targets.append(Target(key, f"{base}/api/orders/{order_id}", [auth], before=injector.during_next_run))
+            else:
+                targets.append(Target(key, f"{base}/api/orders/{order_id}", [auth]))
+        Sink.keep = "telemetry" in running
+        run_rounds(targets, args)
+        if injector:
+            injector.wait()
     finally:
+        # SIGTERM: the handlers flush what telemetry is still queued before they exit.
+        for process in processes:
+            stop(process)
         stop(idp)
         sink.shutdown()
+        os.unlink(lua.name)
     load_after = os.getloadavg()[0]
 
-    json_rps = results.get("json", {}).get("rps")
-    hello_rps = results.get("hello", {}).get("rps")
-    ratio = lambda r, base: f"{r['rps'] / base:.2f} ×" if base else "–"
+    results = {}
+    for target in targets:
+        median = sorted(target.runs, key=lambda r: r["rps"])[len(target.runs) // 2]
+        served = target.warmup["requests"] + sum(r["requests"] for r in target.runs)
+        results[target.key] = {**median, "total": served}
+    runs = {target.key: target.runs for target in targets}
+
+    def ratio_of(key, base_key):
+        """The median over rounds of the ratio of `key` to `base_key` in the same round."""
+        if key not in runs or base_key not in runs:
+            return None
+        ratios = sorted(a["rps"] / b["rps"] for a, b in zip(runs[key], runs[base_key]))
+        return ratios[len(ratios) // 2]
+
+    telemetry = check_telemetry(injector, results["telemetry"]["total"]) if injector else None
+    idle_plain = idle.get("plain")
+    idle_exporting = idle.get("telemetry")
+
     placement = "server pinned to CPU 1, wrk to CPU 0" if pinned else "server and wrk share all CPUs"
-    print(f"\nwrk: {args.connections} connections, {args.threads} thread(s), median of {args.runs} runs of "
-          f"{args.duration} s per scenario, loopback; {placement}; load average {load_before:.1f} before, "
-          f"{load_after:.1f} after, on {os.cpu_count()} CPUs\n")
+    print(f"\nwrk: {args.connections} connections, {args.threads} thread(s), {args.runs} rounds of {args.duration} s "
+          f"runs, every scenario once per round (medians; ratios are medians of the same round's ratios), "
+          f"loopback; {placement}; load average {load_before:.1f} before, {load_after:.1f} after, on "
+          f"{os.cpu_count()} CPUs\n")
     print("| scenario | requests/s | p50 ms | p99 ms | vs (j) JSON GET | vs (a) hello | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    shown = lambda value: "–" if value is None else f"{value:.2f} ×"
     for key in SCENARIOS:
         if key in results:
             r = results[key]
-            print(f"| {NAMES[key]} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio(r, json_rps)} "
-                  f"| {ratio(r, hello_rps)} | {r['errors']} |")
+            print(f"| {NAMES[key]} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {shown(ratio_of(key, 'json'))} "
+                  f"| {shown(ratio_of(key, 'hello'))} | {r['errors']} |")
 
     rows = []  # (figure, value, target, met)
     if telemetry:
@@ -334,27 +378,30 @@ def main():
                      f"{t['arrived']}/{t['failures']}", "100 %", t["arrived"] == t["failures"] and t["failures"] > 0))
         rows.append(("of those, 500s whose exception reached the sink",
                      f"{t['with_exception']}/{t['exceptions']}", "100 %", t["with_exception"] == t["exceptions"]))
-        rows.append(("successes exported (sampleRate %)",
-                     f"{t['sampled']} ({', '.join(f'{r:g}' for r in t['rates']) or '–'})", "", None))
-        rows.append(("requests served vs estimated from the samples (Σ 100/sampleRate)",
+        rates = sorted(t["rates"])
+        shown_rates = "–" if not rates else f"{rates[0]:.3g} to {rates[-1]:.3g}"
+        rows.append(("successes exported from (c) with telemetry (their sampleRate, %)",
+                     f"{t['sampled']} ({shown_rates})", "", None))
+        rows.append(("(c) with telemetry: requests served vs estimated from the samples (Σ 100/sampleRate)",
                      f"{t['served']} vs {t['estimated']:.0f}", "", None))
-    if "get" in results and json_rps:
-        off = results["get"]
-        rows.append(("(c) telemetry off vs (j)", f"{off['rps'] / json_rps:.2f} ×", f"≥ {TARGETS['off_vs_json']} ×",
-                     off["rps"] / json_rps >= TARGETS["off_vs_json"]))
-    if "telemetry" in results and json_rps:
-        on = results["telemetry"]
-        rows.append(("(c) telemetry on vs (j)", f"{on['rps'] / json_rps:.2f} ×", f"≥ {TARGETS['on_vs_json']} ×",
-                     on["rps"] / json_rps >= TARGETS["on_vs_json"]))
-    if "telemetry" in results and "get" in results:
-        cost = 1 - results["telemetry"]["rps"] / results["get"]["rps"]
+    off_vs_json = ratio_of("get", "json")
+    if off_vs_json is not None:
+        rows.append(("(c) telemetry off vs (j)", f"{off_vs_json:.2f} ×", f"≥ {TARGETS['off_vs_json']} ×",
+                     off_vs_json >= TARGETS["off_vs_json"]))
+    on_vs_json = ratio_of("telemetry", "json")
+    if on_vs_json is not None:
+        rows.append(("(c) telemetry on vs (j)", f"{on_vs_json:.2f} ×", f"≥ {TARGETS['on_vs_json']} ×",
+                     on_vs_json >= TARGETS["on_vs_json"]))
+    on_vs_off = ratio_of("telemetry", "get")
+    if on_vs_off is not None:
+        cost = 1 - on_vs_off
         rows.append(("telemetry on costs, vs off", f"{cost:.0%}", f"≤ {TARGETS['telemetry_cost']:.0%}",
                      cost <= TARGETS["telemetry_cost"]))
     for key in ("get", "telemetry"):
         if key in results:
             p99 = results[key]["p99"]
             rows.append((f"p99 of {NAMES[key]}", f"{p99:.2f} ms", f"≤ {TARGETS['p99_ms']:g} ms", p99 <= TARGETS["p99_ms"]))
-    for label, kib in (("idle RSS, telemetry off", idle), ("idle RSS, telemetry on", idle_exporting)):
+    for label, kib in (("idle RSS, telemetry off", idle_plain), ("idle RSS, telemetry on", idle_exporting)):
         if kib:
             rows.append((label, f"{kib / 1024:.1f} MiB", f"≤ {TARGETS['rss_mib']:g} MiB", kib / 1024 <= TARGETS["rss_mib"]))
     startup = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "startup.py"), HANDLER, str(args.starts)],
