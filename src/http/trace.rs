@@ -6,9 +6,10 @@
 //! Application Insights agree. With a valid incoming `traceparent` that is the caller's trace
 //! id (APIM's operation id carries through); without one it is the new trace's id.
 
+use std::future::Future;
+
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
@@ -26,12 +27,16 @@ const UNKNOWN_API_ROUTE: &str = "/api/{*path}";
 const UNKNOWN_ROUTE: &str = "/{*path}";
 
 /// Middleware, outermost: opens the request span, decides the trace id, and records the
-/// outcome. It runs after routing (`Router::layer`), so the matched route is known.
-pub async fn trace_requests(mut req: Request, next: Next) -> Response {
+/// outcome; `next` is the rest of the stack. It runs after routing (`Router::layer`), so the
+/// matched route is known.
+pub async fn trace_requests<F: Future<Output = Response>>(
+    mut req: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     // The Functions host polls `GET /` every 25 ms while it starts the handler, and now and then
     // after: a request record per poll would be noise (and cost) in Application Insights.
     if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
-        return next.run(req).await;
+        return next(req).await;
     }
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = match &matched {
@@ -65,7 +70,7 @@ pub async fn trace_requests(mut req: Request, next: Next) -> Response {
     }
     req.extensions_mut().insert(context);
 
-    let response = crate::telemetry::in_request_span(span.clone(), next.run(req)).await;
+    let response = crate::telemetry::in_request_span(span.clone(), next(req)).await;
 
     if exported.is_valid() {
         let status = response.status();
