@@ -46,10 +46,13 @@ pub async fn trace_requests<F: Future<Output = Response>>(
         }
         None => UNKNOWN_ROUTE,
     };
-    let span = tracing::info_span!(
+    // At debug level for the logs: exported whatever RUST_LOG says (the telemetry layer takes
+    // every span that declares `otel.kind`), and shown around local log lines at debug only.
+    // At the usual info level and without telemetry nothing records it, and it costs nothing.
+    let span = tracing::debug_span!(
         "request",
         otel.kind = "server",
-        http.request.method = %req.method(),
+        http.request.method = req.method().as_str(),
         http.route = route,
         enduser.id = tracing::field::Empty,
     );

@@ -154,6 +154,10 @@ tokio::task_local! {
 /// Runs `request` inside `span`, which becomes the request span that [`record_caller`] and
 /// [`record_exception`] record on from anywhere within it.
 pub async fn in_request_span<F: std::future::Future>(span: tracing::Span, request: F) -> F::Output {
+    if span.is_disabled() {
+        // Nothing records it (no telemetry, and its level is not logged).
+        return request.await;
+    }
     REQUEST_SPAN
         .scope(span.clone(), request.instrument(span))
         .await
