@@ -11,11 +11,11 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Inserted into the request extensions before anything else runs.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// 32 lower-case hex digits: the incoming `traceparent`'s trace id, or a new one. When
-    /// telemetry is exported, `telemetry::request` sets it to the exported operation id.
-    pub trace_id: String,
+    /// The incoming `traceparent`'s trace id, or a new one. When telemetry is exported, the
+    /// request span (`http::trace`) sets it to the exported operation id.
+    pub trace_id: RequestTraceId,
     /// The caller's span id from `traceparent`, when one was sent.
-    pub parent_span_id: Option<String>,
+    pub parent_span_id: Option<u64>,
     /// The caller's `sampled` flag from `traceparent`: whether it records this trace.
     pub parent_sampled: bool,
     pub request_id: HeaderValue,
@@ -28,7 +28,7 @@ impl RequestContext {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent)
             .map_or_else(
-                || (new_trace_id(), None, false),
+                || (RequestTraceId::new(), None, false),
                 |(t, s, sampled)| (t, Some(s), sampled),
             );
         let request_id = headers
@@ -76,9 +76,41 @@ fn is_acceptable_request_id(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// A W3C trace id. Kept as a number: most requests never need it as text, which is written
+/// (32 lower-case hex digits) only for an error body or a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTraceId(u128);
+
+impl RequestTraceId {
+    /// A new random trace id (never all zeros).
+    pub fn new() -> Self {
+        Self(rand::rng().random_range(1..=u128::MAX))
+    }
+
+    pub fn from_u128(id: u128) -> Self {
+        Self(id)
+    }
+
+    pub fn value(self) -> u128 {
+        self.0
+    }
+}
+
+impl Default for RequestTraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RequestTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`; all-zero ids are invalid (W3C Trace
 /// Context, section 3.2). Gives the trace id, the span id and the `sampled` flag (bit 0).
-pub fn parse_traceparent(value: &str) -> Option<(String, String, bool)> {
+pub fn parse_traceparent(value: &str) -> Option<(RequestTraceId, u64, bool)> {
     let mut parts = value.trim().split('-');
     let (version, trace_id, span_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -93,14 +125,15 @@ pub fn parse_traceparent(value: &str) -> Option<(String, String, bool)> {
         && is_hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && span_id.bytes().any(|b| b != b'0');
-    // `flags` is two hex digits (checked above); only the lowest bit is defined.
-    let sampled = u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1);
-    valid.then(|| (trace_id.to_owned(), span_id.to_owned(), sampled))
-}
-
-fn new_trace_id() -> String {
-    let id: u128 = rand::rng().random_range(1..=u128::MAX);
-    format!("{id:032x}")
+    if !valid {
+        return None;
+    }
+    // All three are hex digits of the right length (checked above).
+    let trace_id = u128::from_str_radix(trace_id, 16).ok()?;
+    let span_id = u64::from_str_radix(span_id, 16).ok()?;
+    // Only the lowest bit of the flags is defined.
+    let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
+    Some((RequestTraceId(trace_id), span_id, sampled))
 }
 
 #[cfg(test)]
@@ -111,8 +144,8 @@ mod tests {
     fn parses_valid_traceparent() {
         let (trace, span, sampled) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(span, "00f067aa0ba902b7");
+        assert_eq!(trace.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span, 0x00f0_67aa_0ba9_02b7);
         assert!(sampled);
         let (_, _, sampled) =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02").unwrap();
@@ -136,7 +169,7 @@ mod tests {
 
     #[test]
     fn new_trace_ids_are_32_hex() {
-        let id = new_trace_id();
+        let id = RequestTraceId::new().to_string();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     }

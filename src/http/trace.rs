@@ -64,7 +64,9 @@ pub async fn trace_requests<F: Future<Output = Response>>(
     }
     let exported = span.context().span().span_context().clone();
     if exported.is_valid() {
-        context.trace_id = exported.trace_id().to_string();
+        context.trace_id = super::context::RequestTraceId::from_u128(u128::from_be_bytes(
+            exported.trace_id().to_bytes(),
+        ));
         // Attributes only telemetry needs; a no-op when nothing exports.
         span.set_attribute("url.full", request_url(&req));
         if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
@@ -92,9 +94,8 @@ pub async fn trace_requests<F: Future<Output = Response>>(
 /// The caller's span from `traceparent`, as the remote parent of the request span. Its `sampled`
 /// flag carries through: the sampler honours the caller's decision.
 fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
-    let parent = context.parent_span_id.as_deref()?;
-    let trace_id = TraceId::from_hex(&context.trace_id).ok()?;
-    let span_id = SpanId::from_hex(parent).ok()?;
+    let span_id = SpanId::from(context.parent_span_id?);
+    let trace_id = TraceId::from(context.trace_id.value());
     let flags = if context.parent_sampled {
         TraceFlags::SAMPLED
     } else {
