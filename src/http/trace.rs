@@ -63,32 +63,83 @@ pub async fn trace_requests<F: Future<Output = Response>>(
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
     let exported = span.context().span().span_context().clone();
+    let mut deferred = None;
     if exported.is_valid() {
         context.trace_id = super::context::RequestTraceId::from_u128(u128::from_be_bytes(
             exported.trace_id().to_bytes(),
         ));
-        // Attributes only telemetry needs; a no-op when nothing exports.
-        span.set_attribute("url.full", request_url(&req));
-        if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
-            span.set_attribute("InvocationId", invocation.to_owned());
+        if exported.is_sampled() {
+            set_request_attributes(&span, &req);
+        } else {
+            // Exported only if it fails: what the attributes need is kept (shared, not copied)
+            // and they are set then.
+            deferred = Some(Deferred::capture(&req));
         }
     }
     req.extensions_mut().insert(context);
 
-    let response = crate::telemetry::in_request_span(span.clone(), next(req)).await;
+    let (response, span) = crate::telemetry::in_request_span(span, next(req)).await;
 
     if exported.is_valid() {
         let status = response.status();
-        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        let failed = status.is_server_error();
+        if exported.is_sampled() || failed {
+            if let Some(deferred) = deferred {
+                set_request_attributes(&span, &deferred.into_request());
+            }
+            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        }
         // 4xx are the client's mistakes: only 5xx fail a request. Setting Ok also overrides
         // the error status an error-level log line inside a 4xx request would leave.
-        span.set_status(if status.is_server_error() {
+        span.set_status(if failed {
             Status::error("")
         } else {
             Status::Ok
         });
     }
     response
+}
+
+/// The attributes of Request telemetry that only an exported request needs.
+fn set_request_attributes(span: &tracing::Span, req: &Request) {
+    span.set_attribute("url.full", request_url(req));
+    if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
+        span.set_attribute("InvocationId", invocation.to_owned());
+    }
+}
+
+/// The parts of a request that [`set_request_attributes`] reads, kept without copying (a URI and
+/// header values share the request's bytes) until the request turns out to be exported.
+struct Deferred {
+    uri: axum::http::Uri,
+    headers: [(&'static HeaderName, Option<axum::http::HeaderValue>); 4],
+}
+
+impl Deferred {
+    fn capture(req: &Request) -> Self {
+        let get = |name: &'static HeaderName| (name, req.headers().get(name).cloned());
+        Self {
+            uri: req.uri().clone(),
+            headers: [
+                get(&header::HOST),
+                get(&FORWARDED_PROTO),
+                get(&FORWARDED_HOST),
+                get(&INVOCATION_ID),
+            ],
+        }
+    }
+
+    /// A bodiless request with the same URI and those headers.
+    fn into_request(self) -> Request {
+        let mut req = Request::new(axum::body::Body::empty());
+        *req.uri_mut() = self.uri;
+        for (name, value) in self.headers {
+            if let Some(value) = value {
+                req.headers_mut().insert(name.clone(), value);
+            }
+        }
+        req
+    }
 }
 
 /// The caller's span from `traceparent`, as the remote parent of the request span. Its `sampled`

@@ -107,7 +107,7 @@ impl<P: SpanProcessor> KeepFailures<P> {
 
     /// Settles a trace (or what is left of it): failed, all of it goes on at a rate of 100;
     /// otherwise what the head kept goes on as it is, and the rest is dropped.
-    fn decide(&self, spans: Vec<SpanData>, failed: bool) {
+    fn decide(&self, spans: impl IntoIterator<Item = SpanData>, failed: bool) {
         for span in spans {
             if failed {
                 self.next.on_end(kept_whole(span));
@@ -131,9 +131,13 @@ impl<P: SpanProcessor> SpanProcessor for KeepFailures<P> {
 
     fn on_end(&self, span: SpanData) {
         let failed = is_failure(&span);
+        let is_local_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
+        if is_local_root && self.count.load(Ordering::Acquire) == 0 {
+            // The usual request: nothing waits for it. Settled without collecting anything.
+            return self.decide(std::iter::once(span), failed);
+        }
         let (mut spans, children_failed) = self.take_children(span.span_context.span_id());
         let failed = failed || children_failed;
-        let is_local_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
         let parent = span.parent_span_id;
         spans.push(span);
         if is_local_root {

@@ -19,7 +19,7 @@ mod keep;
 mod sampling;
 
 use opentelemetry::KeyValue;
-use tracing::{Instrument, Level, Metadata};
+use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -152,22 +152,45 @@ tokio::task_local! {
 }
 
 /// Runs `request` inside `span`, which becomes the request span that [`record_caller`] and
-/// [`record_exception`] record on from anywhere within it.
-pub async fn in_request_span<F: std::future::Future>(span: tracing::Span, request: F) -> F::Output {
+/// [`record_exception`] record on from anywhere within it; gives the span back with the output.
+pub async fn in_request_span<F: std::future::Future>(
+    span: tracing::Span,
+    request: F,
+) -> (F::Output, tracing::Span) {
     if span.is_disabled() {
         // Nothing records it (no telemetry, and its level is not logged).
-        return request.await;
+        return (request.await, span);
     }
-    REQUEST_SPAN
-        .scope(span.clone(), request.instrument(span))
-        .await
+    let mut request = std::pin::pin!(request);
+    // Entered on every poll, from the task-local itself: no clone of the span to make and drop
+    // (each costs a trip through every layer).
+    let entered = std::future::poll_fn(|cx| {
+        REQUEST_SPAN.with(|span| {
+            let _entered = span.enter();
+            request.as_mut().poll(cx)
+        })
+    });
+    let mut scoped = std::pin::pin!(REQUEST_SPAN.scope(span, entered));
+    let output = scoped.as_mut().await;
+    // The task-local's value comes back once the future has completed.
+    let span = scoped
+        .as_mut()
+        .take_value()
+        .unwrap_or_else(tracing::Span::none);
+    (output, span)
 }
 
 /// Runs `f` on the current request's span, or on the current span outside a request.
 fn with_request_span(f: impl FnOnce(&tracing::Span)) {
-    match REQUEST_SPAN.try_with(tracing::Span::clone) {
-        Ok(span) => f(&span),
-        Err(_) => f(&tracing::Span::current()),
+    let mut f = Some(f);
+    // By reference: cloning a span and dropping the clone costs a trip through every layer.
+    let _ = REQUEST_SPAN.try_with(|span| {
+        if let Some(f) = f.take() {
+            f(span);
+        }
+    });
+    if let Some(f) = f {
+        f(&tracing::Span::current());
     }
 }
 
