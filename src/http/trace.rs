@@ -72,20 +72,27 @@ pub async fn trace_requests<F: Future<Output = Response>>(
             set_request_attributes(&span, &req);
         } else {
             // Exported only if it fails: what the attributes need is kept (shared, not copied)
-            // and they are set then.
+            // and they are set then, with the caller's id.
             deferred = Some(Deferred::capture(&req));
         }
     }
     req.extensions_mut().insert(context);
 
-    let (response, span) = crate::telemetry::in_request_span(span, next(req)).await;
+    let span = if deferred.is_some() {
+        crate::telemetry::RequestSpan::deferring_caller(span)
+    } else {
+        crate::telemetry::RequestSpan::new(span)
+    };
+    let (response, recorded) = crate::telemetry::in_request_span(span, next(req)).await;
+    let span = &recorded.span;
 
     if exported.is_valid() {
         let status = response.status();
         let failed = status.is_server_error();
         if exported.is_sampled() || failed {
             if let Some(deferred) = deferred {
-                set_request_attributes(&span, &deferred.into_request());
+                set_request_attributes(span, &deferred.into_request());
+                recorded.record_deferred_caller();
             }
             span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
         }

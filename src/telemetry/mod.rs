@@ -18,6 +18,8 @@ pub mod export;
 mod keep;
 mod sampling;
 
+use std::sync::Arc;
+
 use opentelemetry::KeyValue;
 use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -76,10 +78,9 @@ pub fn init(config: &Config) -> Telemetry {
                     .with_error_fields_to_exceptions(false)
                     .with_filter(filter_fn(is_exported)),
             ),
-            Some(
-                bridge::EventsOutsideSpans::new(&pipeline.logger_provider)
-                    .with_filter(filter_fn(is_exported)),
-            ),
+            // Without a filter of its own: a per-layer filter is consulted for every span a
+            // request enters and leaves, and this layer only looks at events.
+            Some(bridge::EventsOutsideSpans::new(&pipeline.logger_provider)),
         ),
         None => (None, None),
     };
@@ -107,7 +108,7 @@ pub fn init(config: &Config) -> Telemetry {
 
 /// What goes to Application Insights: spans that declare their kind (requests, dependencies)
 /// and log events at info and above, except the exporter's own.
-fn is_exported(meta: &Metadata<'_>) -> bool {
+pub(crate) fn is_exported(meta: &Metadata<'_>) -> bool {
     if meta.is_span() {
         meta.fields().field("otel.kind").is_some()
     } else {
@@ -148,16 +149,52 @@ pub fn record_dependency_result(span: &tracing::Span, status: Option<u16>, succe
 tokio::task_local! {
     /// The request span, for code deep in the request that records on it (the caller's
     /// identity, exceptions) while another span may be current.
-    static REQUEST_SPAN: tracing::Span;
+    static REQUEST_SPAN: RequestSpan;
 }
 
-/// Runs `request` inside `span`, which becomes the request span that [`record_caller`] and
-/// [`record_exception`] record on from anywhere within it; gives the span back with the output.
+/// A request's span while the request runs: [`record_caller`] and [`record_exception`] record
+/// on it from anywhere within the request.
+pub struct RequestSpan {
+    pub span: tracing::Span,
+    /// The caller's owner id, while it waits to be recorded (see [`Self::deferring_caller`]).
+    caller: std::cell::RefCell<Option<Arc<str>>>,
+    defer_caller: bool,
+}
+
+impl RequestSpan {
+    /// Records the caller as soon as it is known.
+    pub fn new(span: tracing::Span) -> Self {
+        Self {
+            span,
+            caller: Default::default(),
+            defer_caller: false,
+        }
+    }
+
+    /// Keeps the caller until [`Self::record_deferred_caller`]: for a request recorded only in
+    /// case it fails, most of which are never exported.
+    pub fn deferring_caller(span: tracing::Span) -> Self {
+        Self {
+            defer_caller: true,
+            ..Self::new(span)
+        }
+    }
+
+    /// Records the caller kept back, if any.
+    pub fn record_deferred_caller(&self) {
+        if let Some(owner) = self.caller.borrow_mut().take() {
+            self.span.record("enduser.id", &*owner);
+        }
+    }
+}
+
+/// Runs `request` inside its span, which becomes the request span that [`record_caller`] and
+/// [`record_exception`] record on from anywhere within it; gives it back with the output.
 pub async fn in_request_span<F: std::future::Future>(
-    span: tracing::Span,
+    span: RequestSpan,
     request: F,
-) -> (F::Output, tracing::Span) {
-    if span.is_disabled() {
+) -> (F::Output, RequestSpan) {
+    if span.span.is_disabled() {
         // Nothing records it (no telemetry, and its level is not logged).
         return (request.await, span);
     }
@@ -165,8 +202,8 @@ pub async fn in_request_span<F: std::future::Future>(
     // Entered on every poll, from the task-local itself: no clone of the span to make and drop
     // (each costs a trip through every layer).
     let entered = std::future::poll_fn(|cx| {
-        REQUEST_SPAN.with(|span| {
-            let _entered = span.enter();
+        REQUEST_SPAN.with(|current| {
+            let _entered = current.span.enter();
             request.as_mut().poll(cx)
         })
     });
@@ -176,7 +213,7 @@ pub async fn in_request_span<F: std::future::Future>(
     let span = scoped
         .as_mut()
         .take_value()
-        .unwrap_or_else(tracing::Span::none);
+        .unwrap_or_else(|| RequestSpan::new(tracing::Span::none()));
     (output, span)
 }
 
@@ -184,9 +221,9 @@ pub async fn in_request_span<F: std::future::Future>(
 fn with_request_span(f: impl FnOnce(&tracing::Span)) {
     let mut f = Some(f);
     // By reference: cloning a span and dropping the clone costs a trip through every layer.
-    let _ = REQUEST_SPAN.try_with(|span| {
+    let _ = REQUEST_SPAN.try_with(|current| {
         if let Some(f) = f.take() {
-            f(span);
+            f(&current.span);
         }
     });
     if let Some(f) = f {
@@ -196,10 +233,18 @@ fn with_request_span(f: impl FnOnce(&tracing::Span)) {
 
 /// Records the authenticated caller (owner id, never the token) on the request span: it becomes
 /// the request's authenticated user id in Application Insights.
-pub fn record_caller(owner: &str) {
-    with_request_span(|span| {
-        span.record("enduser.id", owner);
+pub fn record_caller(owner: &Arc<str>) {
+    let deferred = REQUEST_SPAN.try_with(|current| {
+        if current.defer_caller {
+            *current.caller.borrow_mut() = Some(Arc::clone(owner));
+        }
+        current.defer_caller
     });
+    if deferred != Ok(true) {
+        with_request_span(|span| {
+            span.record("enduser.id", &**owner);
+        });
+    }
 }
 
 /// Records the hidden detail of a 500 (`ApiError::internal_detail`) as Exception telemetry on the

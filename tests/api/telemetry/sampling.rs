@@ -123,6 +123,13 @@ async fn at_a_low_rate_every_failure_arrives_whole_and_successes_are_sampled() {
             "{request}"
         );
         assert_eq!(sample_rate(&request), 100.0, "{request}");
+        // What an unsampled request records only once it fails is there.
+        assert!(
+            data(&request)["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(path.as_str())),
+            "{request}"
+        );
         let logged = ingestion
             .wait_for(&format!("the log line of {trace_id}"), |e| {
                 of_kind_in(e, "MessageData", trace_id)
@@ -305,6 +312,8 @@ async fn an_unsampled_trace_that_fails_is_exported_with_its_dependency() {
         })
         .await;
     assert_eq!(data(&request)["success"], false, "{request}");
+    // Recorded only once the request failed.
+    assert_eq!(tag(&request, "ai.user.authUserId"), "alice", "{request}");
     let dependency = ingestion
         .wait_for("its successful storage call", |e| {
             of_kind_in(e, "RemoteDependencyData", trace_id)
