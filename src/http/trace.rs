@@ -11,12 +11,14 @@ use std::future::Future;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::context::RequestContext;
+use crate::telemetry::Decision;
 
 static INVOCATION_ID: HeaderName = HeaderName::from_static("x-azure-functions-invocationid");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -26,9 +28,9 @@ static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const UNKNOWN_API_ROUTE: &str = "/api/{*path}";
 const UNKNOWN_ROUTE: &str = "/{*path}";
 
-/// Middleware, outermost: opens the request span, decides the trace id, and records the
-/// outcome; `next` is the rest of the stack. It runs after routing (`Router::layer`), so the
-/// matched route is known.
+/// Middleware, outermost: decides the request's trace id and its telemetry, opens its span,
+/// and records the outcome; `next` is the rest of the stack. It runs after routing
+/// (`Router::layer`), so the matched route is known.
 pub async fn trace_requests<F: Future<Output = Response>>(
     mut req: Request,
     next: impl FnOnce(Request) -> F,
@@ -46,9 +48,44 @@ pub async fn trace_requests<F: Future<Output = Response>>(
         }
         None => UNKNOWN_ROUTE,
     };
+    let context = RequestContext::from_headers(req.headers());
+    let parent = remote_parent(&context);
+    match crate::telemetry::decide(context.trace_id.value(), parent.as_ref()) {
+        Some(Decision::Export { one_in }) => {
+            exported(req, context, parent, route, one_in, next).await
+        }
+        Some(Decision::Hold) => held(req, context, parent, route, next).await,
+        None => {
+            let span = local_span(&req, route);
+            req.extensions_mut().insert(context);
+            let request = crate::telemetry::RequestSpan::new(span);
+            crate::telemetry::in_request_span(request, next(req))
+                .await
+                .0
+        }
+    }
+}
+
+/// The request around local log lines, at debug level only; nothing exports it.
+fn local_span(req: &Request, route: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        http.request.method = req.method().as_str(),
+        http.route = route,
+    )
+}
+
+/// A request exported whatever its outcome: its span goes through the tracing pipeline.
+async fn exported<F: Future<Output = Response>>(
+    mut req: Request,
+    mut context: RequestContext,
+    parent: Option<SpanContext>,
+    route: &str,
+    one_in: u32,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     // At debug level for the logs: exported whatever RUST_LOG says (the telemetry layer takes
     // every span that declares `otel.kind`), and shown around local log lines at debug only.
-    // At the usual info level and without telemetry nothing records it, and it costs nothing.
     let span = tracing::debug_span!(
         "request",
         otel.kind = "server",
@@ -56,49 +93,35 @@ pub async fn trace_requests<F: Future<Output = Response>>(
         http.route = route,
         enduser.id = tracing::field::Empty,
     );
-
-    let mut context = RequestContext::from_headers(req.headers());
-    if let Some(parent) = remote_parent(&context) {
-        // Err only when nothing exports spans (no telemetry, or the span is disabled).
+    if let Some(parent) = parent {
+        // Err only when nothing exports spans.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
-    let exported = span.context().span().span_context().clone();
-    let mut deferred = None;
+    // The span starts with the trace id it was decided on.
+    let exported = crate::telemetry::start_exported(context.trace_id.value(), one_in, || {
+        span.context().span().span_context().clone()
+    });
     if exported.is_valid() {
         context.trace_id = super::context::RequestTraceId::from_u128(u128::from_be_bytes(
             exported.trace_id().to_bytes(),
         ));
-        if exported.is_sampled() {
-            set_request_attributes(&span, &req);
-        } else {
-            // Exported only if it fails: what the attributes need is kept (shared, not copied)
-            // and they are set then, with the caller's id.
-            deferred = Some(Deferred::capture(&req));
+        for attribute in request_attributes(&req) {
+            span.set_attribute(attribute.key, attribute.value);
         }
     }
     req.extensions_mut().insert(context);
 
-    let span = if deferred.is_some() {
-        crate::telemetry::RequestSpan::deferring_caller(span)
-    } else {
-        crate::telemetry::RequestSpan::new(span)
-    };
-    let (response, recorded) = crate::telemetry::in_request_span(span, next(req)).await;
-    let span = &recorded.span;
+    let request = crate::telemetry::RequestSpan::new(span);
+    let (response, recorded) = crate::telemetry::in_request_span(request, next(req)).await;
 
     if exported.is_valid() {
         let status = response.status();
-        let failed = status.is_server_error();
-        if exported.is_sampled() || failed {
-            if let Some(deferred) = deferred {
-                set_request_attributes(span, &deferred.into_request());
-                recorded.record_deferred_caller();
-            }
-            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-        }
+        recorded
+            .span
+            .set_attribute("http.response.status_code", i64::from(status.as_u16()));
         // 4xx are the client's mistakes: only 5xx fail a request. Setting Ok also overrides
         // the error status an error-level log line inside a 4xx request would leave.
-        span.set_status(if failed {
+        recorded.span.set_status(if status.is_server_error() {
             Status::error("")
         } else {
             Status::Ok
@@ -107,15 +130,43 @@ pub async fn trace_requests<F: Future<Output = Response>>(
     response
 }
 
-/// The attributes of Request telemetry that only an exported request needs.
-fn set_request_attributes(span: &tracing::Span, req: &Request) {
-    span.set_attribute("url.full", request_url(req));
-    if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
-        span.set_attribute("InvocationId", invocation.to_owned());
-    }
+/// A request exported only if it fails: recorded cheaply, outside the tracing pipeline, with
+/// what its attributes need kept (shared, not copied) until then.
+async fn held<F: Future<Output = Response>>(
+    mut req: Request,
+    context: RequestContext,
+    parent: Option<SpanContext>,
+    route: &str,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
+    let record = crate::telemetry::Held::new(context.trace_id.value(), parent.map(|p| p.span_id()));
+    let deferred = Deferred::capture(&req);
+    let method = req.method().clone();
+    let request = crate::telemetry::RequestSpan::held(local_span(&req, route), record);
+    req.extensions_mut().insert(context);
+    let (response, recorded) = crate::telemetry::in_request_span(request, next(req)).await;
+    recorded.settle(response.status().as_u16(), || {
+        // As the exported request span has them.
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.as_str().to_owned()),
+            KeyValue::new("http.route", route.to_owned()),
+        ];
+        attributes.extend(request_attributes(&deferred.into_request()));
+        attributes
+    });
+    response
 }
 
-/// The parts of a request that [`set_request_attributes`] reads, kept without copying (a URI and
+/// The attributes of Request telemetry that come from the request itself.
+fn request_attributes(req: &Request) -> Vec<KeyValue> {
+    let mut attributes = vec![KeyValue::new("url.full", request_url(req))];
+    if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
+        attributes.push(KeyValue::new("InvocationId", invocation.to_owned()));
+    }
+    attributes
+}
+
+/// The parts of a request that [`request_attributes`] reads, kept without copying (a URI and
 /// header values share the request's bytes) until the request turns out to be exported.
 struct Deferred {
     uri: axum::http::Uri,

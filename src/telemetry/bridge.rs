@@ -28,17 +28,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // This layer sits behind the same filter as the span exporter, so `event_span` finds
+        // exported spans only: with one, the span exporter already carries the event. In a
+        // held request, the event waits with it (exported only if the request fails).
+        if ctx.event_span(event).is_some() || super::request::hold_event(event) {
+            return;
+        }
         let meta = event.metadata();
-        if !super::is_exported(meta) {
-            return;
-        }
-        // Inside an exported span, the span exporter already carries the event.
-        let in_exported_span = ctx
-            .event_scope(event)
-            .is_some_and(|mut scope| scope.any(|span| super::is_exported(span.metadata())));
-        if in_exported_span {
-            return;
-        }
         let (severity, severity_text) = match *meta.level() {
             Level::ERROR => (Severity::Error, "ERROR"),
             Level::WARN => (Severity::Warn, "WARN"),

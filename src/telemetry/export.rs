@@ -17,13 +17,16 @@ use crate::config::telemetry::{ConnectionString, TelemetryConfig};
 
 use super::EXPORT_LOG_TARGET;
 use super::keep::KeepFailures;
-use super::sampling::{RateLimitedSampler, one_in_of};
+use super::request::Active;
+use super::sampling::{Decider, Limiter, RateLimitedSampler, RequestIds, one_in_of};
 
 /// What the tracing layers need from a running pipeline.
 pub(crate) struct Pipeline {
     pub(crate) tracer: SdkTracer,
     pub(crate) logger_provider: SdkLoggerProvider,
     tracer_provider: SdkTracerProvider,
+    /// What requests need, once the pipeline is installed (`super::request::activate`).
+    pub(crate) requests: Option<Active>,
 }
 
 /// The running telemetry pipeline, if any. Keep it until the server has stopped, then
@@ -64,16 +67,30 @@ impl Telemetry {
         // to a bounded queue, and a full queue drops telemetry, never requests. Batch sizes and
         // delays follow the OTEL_BSP_* and OTEL_BLRP_* variables when set. In front of the
         // span queue, traces the sampler did not keep wait for their outcome (`keep`).
-        let spans = BatchSpanProcessor::builder(WithSampleRate(exporter.clone())).build();
+        let mut spans_exporter = WithSampleRate(exporter.clone());
+        // Set here: the provider sets it through the span processor only while that has a
+        // single owner, and held requests share it (`KeepFailures`).
+        spans_exporter.set_resource(&resource);
+        let keep = KeepFailures::new(BatchSpanProcessor::builder(spans_exporter).build());
         let tracer_provider = SdkTracerProvider::builder()
-            .with_span_processor(KeepFailures::new(spans))
+            .with_span_processor(keep.clone())
+            .with_id_generator(RequestIds::default())
             .with_resource(resource.clone());
-        let tracer_provider = match config.sample_per_second {
+        let (tracer_provider, decider) = match config.sample_per_second {
             // Sampling off: every trace is kept, whatever a caller's traceparent says.
-            0 => tracer_provider.with_sampler(Sampler::AlwaysOn),
-            per_second => tracer_provider.with_sampler(RateLimitedSampler::new(per_second)),
-        }
-        .build();
+            0 => (
+                tracer_provider.with_sampler(Sampler::AlwaysOn),
+                Decider::Everything,
+            ),
+            per_second => {
+                let limiter = std::sync::Arc::new(Limiter::new(per_second));
+                (
+                    tracer_provider.with_sampler(RateLimitedSampler::new(limiter.clone())),
+                    Decider::Limited(limiter),
+                )
+            }
+        };
+        let tracer_provider = tracer_provider.build();
         let logger_provider = SdkLoggerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
@@ -84,12 +101,23 @@ impl Telemetry {
                 tracer,
                 logger_provider,
                 tracer_provider,
+                requests: Some(Active {
+                    decider,
+                    held: std::sync::Arc::new(keep),
+                }),
             }),
         }
     }
 
     pub(crate) fn pipeline(&self) -> Option<&Pipeline> {
         self.pipeline.as_ref()
+    }
+
+    /// Hands requests what they need to decide and record (once it is installed).
+    pub(crate) fn activate_requests(&mut self) {
+        if let Some(active) = self.pipeline.as_mut().and_then(|p| p.requests.take()) {
+            super::request::activate(active);
+        }
     }
 
     /// Whether telemetry is being exported.

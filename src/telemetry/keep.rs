@@ -13,10 +13,14 @@
 //! - otherwise all of it is dropped.
 //!
 //! Most requests have no child spans, and then settling is one check of the root.
+//!
+//! A request the head did not keep has no span of its own until it fails
+//! (`super::request::Held`): its child spans wait under its span id, marked as held, and the
+//! request settles them itself when it ends ([`HeldRequests::settle_held`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
@@ -25,6 +29,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
+use super::sampling::is_held;
+
 /// Spans waiting for their root, at most; beyond, a span is decided on its own.
 const CAPACITY: usize = 4096;
 /// Spans whose root has not ended after this long (a task that outlived its request) are
@@ -32,13 +38,54 @@ const CAPACITY: usize = 4096;
 const STALE: Duration = Duration::from_secs(60);
 
 /// A span processor in front of `next` (the batch processor): spans are kept back until their
-/// trace is settled.
+/// trace is settled. A handle: the tracer provider holds one, held requests another.
 #[derive(Debug)]
-pub(crate) struct KeepFailures<P> {
+pub(crate) struct KeepFailures<P>(Arc<Keep<P>>);
+
+impl<P> Clone for KeepFailures<P> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Keep<P> {
     next: P,
     waiting: Mutex<HashMap<SpanId, Waiting>>,
     /// Spans in `waiting`, read without the lock: usually none.
     count: AtomicUsize,
+}
+
+/// What a request not kept needs when it ends: to be settled with what waits under it.
+pub(crate) trait HeldRequests: Send + Sync + std::fmt::Debug {
+    /// Exports the request (`build` makes its span) and its child spans if it or any of them
+    /// failed; drops them otherwise.
+    fn settle_held(
+        &self,
+        request: SpanId,
+        failed: bool,
+        build: &mut dyn FnMut() -> Option<SpanData>,
+    );
+}
+
+impl<P: SpanProcessor> HeldRequests for KeepFailures<P> {
+    fn settle_held(
+        &self,
+        request: SpanId,
+        failed: bool,
+        build: &mut dyn FnMut() -> Option<SpanData>,
+    ) {
+        let (children, children_failed) = self.0.take_children(request);
+        if failed || children_failed {
+            self.0.decide(children.into_iter().chain(build()), true);
+        }
+    }
+}
+
+impl<P: SpanProcessor> KeepFailures<P> {
+    pub(crate) fn new(next: P) -> Self {
+        Self(Arc::new(Keep::new(next)))
+    }
 }
 
 #[derive(Debug)]
@@ -48,8 +95,8 @@ struct Waiting {
     since: Instant,
 }
 
-impl<P: SpanProcessor> KeepFailures<P> {
-    pub(crate) fn new(next: P) -> Self {
+impl<P: SpanProcessor> Keep<P> {
+    fn new(next: P) -> Self {
         Self {
             next,
             waiting: Mutex::new(HashMap::new()),
@@ -126,43 +173,52 @@ impl<P: SpanProcessor> KeepFailures<P> {
 
 impl<P: SpanProcessor> SpanProcessor for KeepFailures<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
-        self.next.on_start(span, cx);
+        self.0.next.on_start(span, cx);
     }
 
     fn on_end(&self, span: SpanData) {
+        let keep = &*self.0;
         let failed = is_failure(&span);
-        let is_local_root = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
-        if is_local_root && self.count.load(Ordering::Acquire) == 0 {
+        // A held request's children wait for it, though their parent (its span id, outside
+        // the tracing pipeline) looks remote.
+        let is_local_root = span.parent_span_id == SpanId::INVALID
+            || (span.parent_span_is_remote && !is_held(&span.span_context));
+        if is_local_root && keep.count.load(Ordering::Acquire) == 0 {
             // The usual request: nothing waits for it. Settled without collecting anything.
-            return self.decide(std::iter::once(span), failed);
+            return keep.decide(std::iter::once(span), failed);
         }
-        let (mut spans, children_failed) = self.take_children(span.span_context.span_id());
+        let (mut spans, children_failed) = keep.take_children(span.span_context.span_id());
         let failed = failed || children_failed;
         let parent = span.parent_span_id;
         spans.push(span);
         if is_local_root {
-            self.decide(spans, failed);
+            keep.decide(spans, failed);
         } else {
-            self.wait(parent, spans, failed);
+            keep.wait(parent, spans, failed);
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.next.force_flush()
+        self.0.next.force_flush()
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         // What still waits will not see its root: decide it now, so failures go out.
-        let waiting: Vec<Waiting> = self.lock().drain().map(|(_, w)| w).collect();
-        self.count.store(0, Ordering::Release);
+        let keep = &*self.0;
+        let waiting: Vec<Waiting> = keep.lock().drain().map(|(_, w)| w).collect();
+        keep.count.store(0, Ordering::Release);
         for w in waiting {
-            self.decide(w.spans, w.failed);
+            keep.decide(w.spans, w.failed);
         }
-        self.next.shutdown_with_timeout(timeout)
+        keep.next.shutdown_with_timeout(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.next.set_resource(resource);
+        // Only while this is the one handle; the pipeline sets the exporter's resource itself
+        // before the handles are shared.
+        if let Some(keep) = Arc::get_mut(&mut self.0) {
+            keep.next.set_resource(resource);
+        }
     }
 }
 
@@ -280,7 +336,7 @@ mod tests {
             &at_one_in_4
         );
         assert_eq!(
-            keep.count.load(Ordering::Acquire),
+            keep.0.count.load(Ordering::Acquire),
             0,
             "nothing left waiting"
         );
@@ -366,7 +422,7 @@ mod tests {
             keep.on_end(span("orphan", 1000 + id, 1, false, Status::Ok));
         }
         keep.on_end(span("orphan failed", 7, 1, false, error()));
-        assert_eq!(keep.count.load(Ordering::Acquire), CAPACITY);
+        assert_eq!(keep.0.count.load(Ordering::Acquire), CAPACITY);
         // Over capacity, a failure is still exported, on its own.
         assert_eq!(sink.names(), ["orphan failed"]);
     }

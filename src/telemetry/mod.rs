@@ -12,15 +12,20 @@
 //! Exporting happens on background threads in batches: a request never waits for telemetry and
 //! never fails because of it. Spans that do not declare `otel.kind` are local logging context
 //! only; their events belong to the nearest exported span around them.
+//!
+//! What is exported is sampled, whole traces at a time, and every failure is kept:
+//! `sampling` decides a trace where it starts, a request not sampled is recorded cheaply
+//! (`request`) and exported only if it fails, and `keep` settles each trace when it ends.
 
 mod bridge;
 pub mod export;
 mod keep;
+mod limiter;
+mod request;
 mod sampling;
 
-use std::sync::Arc;
-
 use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
 use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
@@ -32,6 +37,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{Config, LogFormat};
 
 pub use export::Telemetry;
+pub use request::{
+    Held, RequestSpan, decide, in_request_span, record_caller, record_exception, start_exported,
+};
+pub use sampling::Decision;
 
 /// Target of the exporter's own log lines. They go to stderr only: sending "telemetry cannot
 /// be delivered" through the telemetry pipeline would feed on itself.
@@ -78,9 +87,12 @@ pub fn init(config: &Config) -> Telemetry {
                     .with_error_fields_to_exceptions(false)
                     .with_filter(filter_fn(is_exported)),
             ),
-            // Without a filter of its own: a per-layer filter is consulted for every span a
-            // request enters and leaves, and this layer only looks at events.
-            Some(bridge::EventsOutsideSpans::new(&pipeline.logger_provider)),
+            // With the same filter as the span exporter: it sees the exported spans (to leave
+            // their events to it), and no other span is made for its sake.
+            Some(
+                bridge::EventsOutsideSpans::new(&pipeline.logger_provider)
+                    .with_filter(filter_fn(is_exported)),
+            ),
         ),
         None => (None, None),
     };
@@ -91,6 +103,8 @@ pub fn init(config: &Config) -> Telemetry {
         .try_init();
     match installed {
         Ok(()) => {
+            let mut telemetry = telemetry;
+            telemetry.activate_requests();
             if telemetry.pipeline().is_some() {
                 tracing::info!(
                     target: EXPORT_LOG_TARGET,
@@ -126,7 +140,7 @@ pub(crate) fn is_exported(meta: &Metadata<'_>) -> bool {
 /// `rpc.system.name`. Call [`record_dependency_result`] when the call ends; the span's duration
 /// is the call's.
 pub fn dependency_span(kind: &'static str, target: &str, name: &str) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "dependency",
         otel.kind = "client",
         otel.name = name,
@@ -134,7 +148,13 @@ pub fn dependency_span(kind: &'static str, target: &str, name: &str) -> tracing:
         rpc.system.name = kind,
         server.address = target,
         http.response.status_code = tracing::field::Empty,
-    )
+    );
+    // In a held request (no span of its own in the pipeline), the request is still its parent.
+    if let Some(parent) = request::held_request_parent() {
+        // Err only when nothing exports spans.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+    }
+    span
 }
 
 /// Records the outcome of a dependency call on its span: the HTTP status when there was a
@@ -146,116 +166,8 @@ pub fn record_dependency_result(span: &tracing::Span, status: Option<u16>, succe
     span.record("otel.status_code", if success { "OK" } else { "ERROR" });
 }
 
-tokio::task_local! {
-    /// The request span, for code deep in the request that records on it (the caller's
-    /// identity, exceptions) while another span may be current.
-    static REQUEST_SPAN: RequestSpan;
-}
-
-/// A request's span while the request runs: [`record_caller`] and [`record_exception`] record
-/// on it from anywhere within the request.
-pub struct RequestSpan {
-    pub span: tracing::Span,
-    /// The caller's owner id, while it waits to be recorded (see [`Self::deferring_caller`]).
-    caller: std::cell::RefCell<Option<Arc<str>>>,
-    defer_caller: bool,
-}
-
-impl RequestSpan {
-    /// Records the caller as soon as it is known.
-    pub fn new(span: tracing::Span) -> Self {
-        Self {
-            span,
-            caller: Default::default(),
-            defer_caller: false,
-        }
-    }
-
-    /// Keeps the caller until [`Self::record_deferred_caller`]: for a request recorded only in
-    /// case it fails, most of which are never exported.
-    pub fn deferring_caller(span: tracing::Span) -> Self {
-        Self {
-            defer_caller: true,
-            ..Self::new(span)
-        }
-    }
-
-    /// Records the caller kept back, if any.
-    pub fn record_deferred_caller(&self) {
-        if let Some(owner) = self.caller.borrow_mut().take() {
-            self.span.record("enduser.id", &*owner);
-        }
-    }
-}
-
-/// Runs `request` inside its span, which becomes the request span that [`record_caller`] and
-/// [`record_exception`] record on from anywhere within it; gives it back with the output.
-pub async fn in_request_span<F: std::future::Future>(
-    span: RequestSpan,
-    request: F,
-) -> (F::Output, RequestSpan) {
-    if span.span.is_disabled() {
-        // Nothing records it (no telemetry, and its level is not logged).
-        return (request.await, span);
-    }
-    let mut request = std::pin::pin!(request);
-    // Entered on every poll, from the task-local itself: no clone of the span to make and drop
-    // (each costs a trip through every layer).
-    let entered = std::future::poll_fn(|cx| {
-        REQUEST_SPAN.with(|current| {
-            let _entered = current.span.enter();
-            request.as_mut().poll(cx)
-        })
-    });
-    let mut scoped = std::pin::pin!(REQUEST_SPAN.scope(span, entered));
-    let output = scoped.as_mut().await;
-    // The task-local's value comes back once the future has completed.
-    let span = scoped
-        .as_mut()
-        .take_value()
-        .unwrap_or_else(|| RequestSpan::new(tracing::Span::none()));
-    (output, span)
-}
-
-/// Runs `f` on the current request's span, or on the current span outside a request.
-fn with_request_span(f: impl FnOnce(&tracing::Span)) {
-    let mut f = Some(f);
-    // By reference: cloning a span and dropping the clone costs a trip through every layer.
-    let _ = REQUEST_SPAN.try_with(|current| {
-        if let Some(f) = f.take() {
-            f(&current.span);
-        }
-    });
-    if let Some(f) = f {
-        f(&tracing::Span::current());
-    }
-}
-
-/// Records the authenticated caller (owner id, never the token) on the request span: it becomes
-/// the request's authenticated user id in Application Insights.
-pub fn record_caller(owner: &Arc<str>) {
-    let deferred = REQUEST_SPAN.try_with(|current| {
-        if current.defer_caller {
-            *current.caller.borrow_mut() = Some(Arc::clone(owner));
-        }
-        current.defer_caller
-    });
-    if deferred != Ok(true) {
-        with_request_span(|span| {
-            span.record("enduser.id", &**owner);
-        });
-    }
-}
-
-/// Records the hidden detail of a 500 (`ApiError::internal_detail`) as Exception telemetry on the
-/// request span. A panic's detail reads `panic at <file>:<line>:<col>: <message>`; anything else
-/// is an internal error chain (`context: cause: root cause`).
-pub fn record_exception(detail: &str) {
-    let attributes = exception_attributes(detail);
-    with_request_span(|span| span.add_event("exception", attributes));
-}
-
-fn exception_attributes(detail: &str) -> Vec<KeyValue> {
+/// The attributes of an exception event for the hidden detail of a 500.
+pub(crate) fn exception_attributes(detail: &str) -> Vec<KeyValue> {
     if let Some((location, message)) = detail
         .strip_prefix("panic at ")
         .and_then(|rest| rest.split_once(": "))

@@ -10,23 +10,34 @@
 //!   every Application Insights SDK (APIM's included) sampling at a percentage at least as
 //!   high, keeps the same traces: the score depends on the trace id alone.
 //!
-//! Spans of traces not kept are still recorded, cheaply, because a failure must flip the
-//! decision: [`super::keep::KeepFailures`] exports such a trace when it fails.
+//! A request is decided before its span exists ([`Decider`]), on the trace id it will have:
+//! a request not kept is recorded cheaply, outside the tracing pipeline (`super::request`), and
+//! exported only if it fails ([`super::keep::KeepFailures`]); a kept one gets its span, with
+//! that trace id ([`RequestIds`], [`start_root`]). Other roots (a dependency outside any
+//! request) are decided by the [`RateLimitedSampler`] as their span starts, and recorded either
+//! way so that a failure can still be exported.
 //!
 //! A kept trace carries its `n` in its `tracestate` (`orders=n:<n>`), which its child spans
 //! inherit, so that the exporter can give every item of the trace the `sampleRate` it was
-//! kept at ([`one_in_of`]).
+//! kept at ([`one_in_of`]). The child spans of a request not kept carry `orders=held`.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::cell::Cell;
+use std::sync::Arc;
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
+};
+
+pub(crate) use super::limiter::Limiter;
 
 /// The `tracestate` key under which a kept trace carries its `n`.
 const STATE_KEY: &str = "orders";
+/// Its value on the child spans of a request not kept (`super::request::Held`).
+const HELD: &str = "held";
 
 /// The Application Insights sampling score of a trace, from 0 to 100: the .NET SDK's hash of
 /// the operation id (`SamplingScoreGenerator.GetSamplingHashCode`, microsoft/ApplicationInsights-
@@ -76,18 +87,104 @@ fn state_for(one_in: u32) -> TraceState {
     TraceState::from_key_value([(STATE_KEY, format!("n:{one_in}"))]).unwrap_or_default()
 }
 
-/// The sampler of the tracer provider: decides each trace where it starts, as described above.
-/// Spans of traces not kept are recorded but not sampled (`RecordOnly`).
+/// Whether a span belongs to a request not kept, waiting for that request's outcome.
+pub(crate) fn is_held(context: &SpanContext) -> bool {
+    context.trace_state().get(STATE_KEY) == Some(HELD)
+}
+
+/// The context a request not kept gives the spans made within it (its dependencies): its
+/// trace, its span id as their parent, not sampled, marked as held.
+pub(crate) fn held_parent(trace_id: TraceId, span_id: SpanId) -> SpanContext {
+    // infallible: the key and value are valid tracestate text.
+    let state = TraceState::from_key_value([(STATE_KEY, HELD)]).unwrap_or_default();
+    SpanContext::new(trace_id, span_id, TraceFlags::default(), true, state)
+}
+
+/// How a request is decided, before its span exists.
+#[derive(Debug, Clone)]
+pub(crate) enum Decider {
+    /// Sampling off: every request is exported.
+    Everything,
+    Limited(Arc<Limiter>),
+}
+
+/// The fate of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Its span is exported; kept at one in `one_in` (1: for certain).
+    Export { one_in: u32 },
+    /// Recorded cheaply and exported only if it fails.
+    Hold,
+}
+
+impl Decider {
+    /// `caller_sampled`: the `sampled` flag of the caller's `traceparent`, if one came.
+    pub(crate) fn decide(&self, trace_id: TraceId, caller_sampled: Option<bool>) -> Decision {
+        let limiter = match self {
+            Self::Everything => return Decision::Export { one_in: 1 },
+            Self::Limited(limiter) => limiter,
+        };
+        match caller_sampled {
+            Some(true) => Decision::Export { one_in: 1 },
+            Some(false) => Decision::Hold,
+            None => {
+                let one_in = limiter.one_in();
+                if keeps(trace_id, one_in) {
+                    Decision::Export { one_in }
+                } else {
+                    Decision::Hold
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// A request root about to start on this thread: the trace id decided for it and the `n`
+    /// it was kept at. Set only around the start ([`start_root`]).
+    static PENDING_ROOT: Cell<Option<(TraceId, u32)>> = const { Cell::new(None) };
+}
+
+/// Starts a request root's span (`start` makes the span start: its first OpenTelemetry context)
+/// with the trace id it was decided on and the `n` it was kept at: the [`RequestIds`] generator
+/// and the sampler read them on this thread while it starts.
+pub(crate) fn start_root<T>(trace_id: TraceId, one_in: u32, start: impl FnOnce() -> T) -> T {
+    PENDING_ROOT.set(Some((trace_id, one_in)));
+    let started = start();
+    PENDING_ROOT.set(None);
+    started
+}
+
+/// The tracer provider's id generator: random ids, except a request root's trace id, which was
+/// decided before its span ([`start_root`]).
+#[derive(Debug, Default)]
+pub(crate) struct RequestIds(RandomIdGenerator);
+
+impl IdGenerator for RequestIds {
+    fn new_trace_id(&self) -> TraceId {
+        match PENDING_ROOT.get() {
+            Some((trace_id, _)) => trace_id,
+            None => self.0.new_trace_id(),
+        }
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// The sampler of the tracer provider. A span with a parent follows it (sampled or not, and a
+/// held request's mark); a request root follows the decision taken for it ([`start_root`]);
+/// any other root (a dependency outside a request) is decided here, on its trace id. Spans not
+/// kept are recorded but not sampled (`RecordOnly`).
 #[derive(Debug, Clone)]
 pub(crate) struct RateLimitedSampler {
-    limiter: std::sync::Arc<Limiter>,
+    limiter: Arc<Limiter>,
 }
 
 impl RateLimitedSampler {
-    pub(crate) fn new(per_second: u32) -> Self {
-        Self {
-            limiter: std::sync::Arc::new(Limiter::new(per_second)),
-        }
+    pub(crate) fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
     }
 }
 
@@ -109,15 +206,20 @@ impl ShouldSample for RateLimitedSampler {
                 return if parent.is_sampled() {
                     kept(parent.trace_state().clone())
                 } else {
-                    recorded_only()
+                    recorded_only(parent.trace_state().clone())
                 };
             }
+        }
+        if let Some((pending, one_in)) = PENDING_ROOT.get()
+            && pending == trace_id
+        {
+            return kept(state_for(one_in));
         }
         let one_in = self.limiter.one_in();
         if keeps(trace_id, one_in) {
             kept(state_for(one_in))
         } else {
-            recorded_only()
+            recorded_only(TraceState::NONE)
         }
     }
 }
@@ -130,121 +232,12 @@ fn kept(trace_state: TraceState) -> SamplingResult {
     }
 }
 
-fn recorded_only() -> SamplingResult {
+fn recorded_only(trace_state: TraceState) -> SamplingResult {
     SamplingResult {
         decision: SamplingDecision::RecordOnly,
         attributes: Vec::new(),
-        trace_state: TraceState::NONE,
+        trace_state,
     }
-}
-
-/// Sets `n` from the rate at which traces start, so that about `per_second` of them are kept a
-/// second. The rate is measured over windows of a second; a window closes early when traces
-/// come twice as fast as `n` was set for, so a sudden burst is sampled within milliseconds
-/// rather than after a second of exporting everything. Deciding costs two atomic operations
-/// and a clock read.
-#[derive(Debug)]
-pub(crate) struct Limiter {
-    per_second: f64,
-    one_in: AtomicU32,
-    /// Traces started in the current window.
-    seen: AtomicU32,
-    /// `seen` at which the current window closes early.
-    early: AtomicU32,
-    /// When the current window closes, in nanoseconds since `epoch`.
-    closes_at: AtomicU64,
-    epoch: Instant,
-    window: Mutex<Window>,
-}
-
-#[derive(Debug)]
-struct Window {
-    opened_at: Duration,
-    /// Traces a second, smoothed over the last windows; `None` before the first closes.
-    rate: Option<f64>,
-}
-
-/// Length of a measuring window.
-const WINDOW: Duration = Duration::from_secs(1);
-/// `n` at most: one in a million.
-const MAX_ONE_IN: u32 = 1_000_000;
-
-impl Limiter {
-    pub(crate) fn new(per_second: u32) -> Self {
-        let per_second = f64::from(per_second.max(1));
-        Self {
-            per_second,
-            one_in: AtomicU32::new(1),
-            seen: AtomicU32::new(0),
-            early: AtomicU32::new(early_close(per_second, 1)),
-            closes_at: AtomicU64::new(nanos(WINDOW)),
-            epoch: Instant::now(),
-            window: Mutex::new(Window {
-                opened_at: Duration::ZERO,
-                rate: None,
-            }),
-        }
-    }
-
-    /// The `n` for a trace starting now; counts the trace.
-    pub(crate) fn one_in(&self) -> u32 {
-        self.one_in_at(self.epoch.elapsed())
-    }
-
-    /// [`Self::one_in`] at `now` (time since the limiter was made).
-    pub(crate) fn one_in_at(&self, now: Duration) -> u32 {
-        let seen = self.seen.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        if seen >= self.early.load(Ordering::Relaxed)
-            || nanos(now) >= self.closes_at.load(Ordering::Relaxed)
-        {
-            self.close_window(now);
-        }
-        self.one_in.load(Ordering::Relaxed)
-    }
-
-    /// Measures the window that ends at `now` and sets `n` for the next. One thread does it;
-    /// the others go on with the current `n` meanwhile.
-    fn close_window(&self, now: Duration) {
-        let Ok(mut window) = self.window.try_lock() else {
-            return;
-        };
-        let full = nanos(now) >= self.closes_at.load(Ordering::Relaxed);
-        if !full && self.seen.load(Ordering::Relaxed) < self.early.load(Ordering::Relaxed) {
-            // Another thread closed it just before.
-            return;
-        }
-        let seen = f64::from(self.seen.swap(0, Ordering::Relaxed));
-        // At least a millisecond: a burst's first traces may arrive within nanoseconds.
-        let elapsed = now
-            .saturating_sub(window.opened_at)
-            .max(Duration::from_millis(1));
-        let measured = seen / elapsed.as_secs_f64();
-        let rate = match window.rate {
-            // A full window: smooth, so that one quiet or busy second moves `n` halfway.
-            Some(previous) if full => (previous + measured) / 2.0,
-            // Closed early: traffic rose; follow it at once.
-            Some(previous) => previous.max(measured),
-            None => measured,
-        };
-        // `as` saturates; the clamp keeps `n` in range.
-        let one_in = ((rate / self.per_second).ceil() as u32).clamp(1, MAX_ONE_IN);
-        window.rate = Some(rate);
-        window.opened_at = now;
-        self.one_in.store(one_in, Ordering::Relaxed);
-        self.early
-            .store(early_close(self.per_second, one_in), Ordering::Relaxed);
-        self.closes_at.store(nanos(now + WINDOW), Ordering::Relaxed);
-    }
-}
-
-/// Traces in a window beyond which it closes early: twice what `n` was set for.
-fn early_close(per_second: f64, one_in: u32) -> u32 {
-    // `as` saturates at u32::MAX, which is what a huge product should mean.
-    (2.0 * per_second * f64::from(one_in) * WINDOW.as_secs_f64()).ceil() as u32
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -301,33 +294,9 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_follows_the_rate() {
-        let limiter = Limiter::new(5);
-        let ms = Duration::from_millis;
-        // Quiet: a trace a second is kept, all of them.
-        for second in 0..3 {
-            assert_eq!(limiter.one_in_at(ms(1000 * second + 500)), 1);
-        }
-        // A burst of 1000 a second: the window closes early at 10 traces, and n follows.
-        let mut now = ms(3000);
-        let mut last = 1;
-        for _ in 0..2000 {
-            now += ms(1);
-            last = limiter.one_in_at(now);
-        }
-        assert!((150..=250).contains(&last), "n = {last} at 1000/s for 5/s");
-        // Quiet again: n comes down within seconds.
-        for _ in 0..10 {
-            now += ms(1000);
-            last = limiter.one_in_at(now);
-        }
-        assert_eq!(last, 1);
-    }
-
-    #[test]
     fn the_sampler_honours_the_parent_and_decides_roots_on_the_trace_id() {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
-        let sampler = RateLimitedSampler::new(5);
+        let limiter = Arc::new(Limiter::new(5));
+        let sampler = RateLimitedSampler::new(Arc::clone(&limiter));
         let id = trace("4bf92f3577b34da6a3ce929d0e0e4736");
         let decide = |parent: Option<&Context>| {
             sampler
@@ -357,5 +326,52 @@ mod tests {
             decide(Some(&Context::new())),
             SamplingDecision::RecordAndSample
         );
+        // A request root follows the decision taken for it, and takes its trace id from it.
+        let other = trace("0af7651916cd43dd8448eb211c80319c");
+        let (decision, state, generated) = start_root(other, 7, || {
+            let result = sampler.should_sample(None, other, "request", &SpanKind::Server, &[], &[]);
+            (
+                result.decision,
+                result.trace_state,
+                RequestIds::default().new_trace_id(),
+            )
+        });
+        assert_eq!(decision, SamplingDecision::RecordAndSample);
+        assert_eq!(one_in_of(&state), 7);
+        assert_eq!(generated, other);
+        assert_ne!(
+            RequestIds::default().new_trace_id(),
+            other,
+            "only while it starts"
+        );
+        // A held request's children are recorded, not sampled, and keep the mark.
+        let held = Context::new().with_remote_span_context(held_parent(id, SpanId::from(9)));
+        let result =
+            sampler.should_sample(Some(&held), id, "dependency", &SpanKind::Client, &[], &[]);
+        assert_eq!(result.decision, SamplingDecision::RecordOnly);
+        assert!(is_held(&SpanContext::new(
+            id,
+            SpanId::from(10),
+            TraceFlags::default(),
+            false,
+            result.trace_state
+        )));
+    }
+
+    #[test]
+    fn requests_are_decided_on_the_caller_s_flag_else_on_the_trace_id() {
+        let id = trace("4bf92f3577b34da6a3ce929d0e0e4736");
+        let everything = Decider::Everything;
+        assert_eq!(
+            everything.decide(id, Some(false)),
+            Decision::Export { one_in: 1 }
+        );
+        let limited = Decider::Limited(Arc::new(Limiter::new(1)));
+        assert_eq!(
+            limited.decide(id, Some(true)),
+            Decision::Export { one_in: 1 }
+        );
+        assert_eq!(limited.decide(id, Some(false)), Decision::Hold);
+        assert_eq!(limited.decide(id, None), Decision::Export { one_in: 1 });
     }
 }
