@@ -168,31 +168,79 @@ impl RequestSpan {
 
 /// Runs `request` inside its span, which becomes the request span that [`record_caller`] and
 /// [`record_exception`] record on from anywhere within it; gives it back with the output.
-pub async fn in_request_span<F: std::future::Future>(
-    span: RequestSpan,
-    request: F,
-) -> (F::Output, RequestSpan) {
+///
+/// A future of its own rather than an `async fn`, which would hold the request's future twice
+/// (as its argument and where it is polled): several kilobytes copied for every request.
+pub fn in_request_span<F: std::future::Future>(span: RequestSpan, request: F) -> InRequestSpan<F> {
     if span.span.is_disabled() && span.held.is_none() {
         // Nothing records it (no telemetry, and its level is not logged).
-        return (request.await, span);
+        return InRequestSpan::Plain {
+            request,
+            span: Some(span),
+        };
     }
-    let mut request = std::pin::pin!(request);
-    // Entered on every poll, from the task-local itself: no clone of the span to make and drop
-    // (each costs a trip through every layer).
-    let entered = std::future::poll_fn(|cx| {
+    InRequestSpan::Scoped {
+        scoped: REQUEST_SPAN.scope(span, Entered { request }),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`in_request_span`].
+    #[project = InRequestSpanProjection]
+    pub enum InRequestSpan<F: std::future::Future> {
+        Plain { #[pin] request: F, span: Option<RequestSpan> },
+        Scoped { #[pin] scoped: tokio::task::futures::TaskLocalFuture<RequestSpan, Entered<F>> },
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InRequestSpan<F> {
+    type Output = (F::Output, RequestSpan);
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let none = || RequestSpan::new(tracing::Span::none());
+        match self.project() {
+            InRequestSpanProjection::Plain { request, span } => match request.poll(cx) {
+                Poll::Ready(output) => Poll::Ready((output, span.take().unwrap_or_else(none))),
+                Poll::Pending => Poll::Pending,
+            },
+            InRequestSpanProjection::Scoped { mut scoped } => match scoped.as_mut().poll(cx) {
+                // The task-local's value comes back once the future has completed.
+                Poll::Ready(output) => {
+                    Poll::Ready((output, scoped.take_value().unwrap_or_else(none)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future, entering the request span (from the task-local itself: no clone of
+    /// the span to make and drop, each of which costs a trip through every layer) on every
+    /// poll.
+    pub struct Entered<F> {
+        #[pin]
+        request: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Entered<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let request = self.project().request;
         REQUEST_SPAN.with(|current| {
             let _entered = current.span.enter();
-            request.as_mut().poll(cx)
+            request.poll(cx)
         })
-    });
-    let mut scoped = std::pin::pin!(REQUEST_SPAN.scope(span, entered));
-    let output = scoped.as_mut().await;
-    // The task-local's value comes back once the future has completed.
-    let span = scoped
-        .as_mut()
-        .take_value()
-        .unwrap_or_else(|| RequestSpan::new(tracing::Span::none()));
-    (output, span)
+    }
 }
 
 /// Runs `exported` on the current request's span, or `held` on its record; on the current span
