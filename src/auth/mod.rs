@@ -151,10 +151,15 @@ struct Authenticated(Result<Caller, AuthError>);
 pub async fn identify(auth: &Auth, req: &mut axum::extract::Request) {
     if req.headers().contains_key(header::AUTHORIZATION) {
         let outcome = auth.authenticate(req.headers()).await;
-        if let Ok(caller) = &outcome {
-            req.extensions_mut().insert(caller.clone());
-        }
         req.extensions_mut().insert(Authenticated(outcome));
+    }
+}
+
+/// The caller [`identify`] authenticated for this request, if it did.
+pub fn identified(req: &axum::extract::Request) -> Option<&Caller> {
+    match req.extensions().get::<Authenticated>() {
+        Some(Authenticated(Ok(caller))) => Some(caller),
+        _ => None,
     }
 }
 
