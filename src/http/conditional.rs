@@ -1,14 +1,47 @@
 //! Conditional requests (RFC 9110, section 13): `If-Match` for writes, `If-None-Match` for reads.
 //! Stores hand out opaque version tokens; on the wire they are strong entity tags.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The strong entity tag for a store's version token.
 pub fn etag_header(version: &str) -> HeaderValue {
+    let mut quoted = Vec::with_capacity(version.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(version.as_bytes());
+    quoted.push(b'"');
     // infallible in practice: stores issue visible ASCII tokens. A token that is not would
     // never match anything, which fails safe.
-    HeaderValue::from_str(&format!("\"{version}\""))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(quoted))
         .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+}
+
+/// The request's `If-None-Match` values, for a read: taken alone, where the `HeaderMap`
+/// extractor would copy every header of the request.
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Usually none: an empty vector allocates nothing.
+        Ok(Self(
+            parts
+                .headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
+        ))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether the client's copy is `current_version` ("not modified"); see [`if_none_match`].
+    pub fn matches(&self, current_version: &str) -> bool {
+        none_match(tags(self.0.iter()), current_version)
+    }
 }
 
 /// Outcome of evaluating `If-Match` against the current version.
@@ -39,17 +72,28 @@ pub fn if_match(headers: &HeaderMap, current_version: &str) -> IfMatch {
 
 /// `If-None-Match` uses the weak comparison; true means "not modified".
 pub fn if_none_match(headers: &HeaderMap, current_version: &str) -> bool {
-    list_values(headers, &header::IF_NONE_MATCH)
-        .any(|tag| tag == "*" || opaque(tag).is_some_and(|(_, v)| v == current_version))
+    none_match(
+        list_values(headers, &header::IF_NONE_MATCH),
+        current_version,
+    )
+}
+
+fn none_match<'a>(mut tags: impl Iterator<Item = &'a str>, current_version: &str) -> bool {
+    tags.any(|tag| tag == "*" || opaque(tag).is_some_and(|(_, v)| v == current_version))
 }
 
 fn list_values<'a>(
     headers: &'a HeaderMap,
     name: &header::HeaderName,
 ) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .get_all(name)
-        .iter()
+    tags(headers.get_all(name).iter())
+}
+
+/// The entity tags listed in the values of one header.
+fn tags<'a>(
+    values: impl Iterator<Item = &'a HeaderValue> + 'a,
+) -> impl Iterator<Item = &'a str> + 'a {
+    values
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)

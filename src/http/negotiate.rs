@@ -58,6 +58,10 @@ pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 /// Errors are rendered as RFC 9457 problem details when the client asks for them more strongly
 /// than for plain JSON.
 pub fn prefers_problem_json(headers: &HeaderMap) -> bool {
+    // No `Accept` (most clients): plain JSON, without looking three more times.
+    if !headers.contains_key(header::ACCEPT) {
+        return false;
+    }
     let problem = quality(headers, PROBLEM_JSON);
     problem > 0.0 && problem > quality(headers, JSON)
         || problem > 0.0
