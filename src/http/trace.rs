@@ -8,6 +8,8 @@
 
 use std::future::Future;
 
+use futures_util::FutureExt;
+
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
@@ -40,23 +42,16 @@ pub async fn trace_requests<F: Future<Output = Response>>(
     if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
         return next(req).await;
     }
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = match &matched {
-        Some(path) => path.as_str(),
-        None if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") => {
-            UNKNOWN_API_ROUTE
-        }
-        None => UNKNOWN_ROUTE,
-    };
+    let route = Route::of(&req);
     let context = RequestContext::from_headers(req.headers());
     let parent = remote_parent(&context);
     match crate::telemetry::decide(context.trace_id.value(), parent.as_ref()) {
         Some(Decision::Export { one_in }) => {
-            exported(req, context, parent, route, one_in, next).await
+            exported(req, context, parent, route.as_str(), one_in, next).await
         }
         Some(Decision::Hold) => held(req, context, parent, route, next).await,
         None => {
-            let span = local_span(&req, route);
+            let span = local_span(&req, route.as_str());
             req.extensions_mut().insert(context);
             let request = crate::telemetry::RequestSpan::new(span);
             crate::telemetry::in_request_span(request, next(req))
@@ -131,30 +126,24 @@ async fn exported<F: Future<Output = Response>>(
 }
 
 /// A request exported only if it fails: recorded cheaply, outside the tracing pipeline, with
-/// what its attributes need kept (shared, not copied) until then.
-async fn held<F: Future<Output = Response>>(
+/// what its attributes need kept (shared, not copied) until then. A future built from the
+/// request's own rather than an `async fn`, which would copy it once more.
+fn held<F: Future<Output = Response>>(
     mut req: Request,
     context: RequestContext,
     parent: Option<SpanContext>,
-    route: &str,
+    route: Route,
     next: impl FnOnce(Request) -> F,
-) -> Response {
+) -> impl Future<Output = Response> {
     let record = crate::telemetry::Held::new(context.trace_id.value(), parent.map(|p| p.span_id()));
-    let deferred = Deferred::capture(&req);
-    let method = req.method().clone();
-    let request = crate::telemetry::RequestSpan::held(local_span(&req, route), record);
+    let deferred = Deferred::capture(&req, route);
+    let request =
+        crate::telemetry::RequestSpan::held(local_span(&req, deferred.route.as_str()), record);
     req.extensions_mut().insert(context);
-    let (response, recorded) = crate::telemetry::in_request_span(request, next(req)).await;
-    recorded.settle(response.status().as_u16(), || {
-        // As the exported request span has them.
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_owned()),
-            KeyValue::new("http.route", route.to_owned()),
-        ];
-        attributes.extend(request_attributes(&deferred.into_request()));
-        attributes
-    });
-    response
+    crate::telemetry::in_request_span(request, next(req)).map(move |(response, recorded)| {
+        recorded.settle(response.status().as_u16(), || deferred.attributes());
+        response
+    })
 }
 
 /// The attributes of Request telemetry that come from the request itself.
@@ -169,26 +158,41 @@ fn request_attributes(req: &Request) -> Vec<KeyValue> {
 /// The parts of a request that [`request_attributes`] reads, kept without copying (a URI and
 /// header values share the request's bytes) until the request turns out to be exported.
 struct Deferred {
+    method: axum::http::Method,
+    route: Route,
     uri: axum::http::Uri,
     headers: [(&'static HeaderName, Option<axum::http::HeaderValue>); 4],
 }
 
 impl Deferred {
-    fn capture(req: &Request) -> Self {
-        let get = |name: &'static HeaderName| (name, req.headers().get(name).cloned());
+    fn capture(req: &Request, route: Route) -> Self {
+        let mut headers = [
+            (&header::HOST, None),
+            (&FORWARDED_PROTO, None),
+            (&FORWARDED_HOST, None),
+            (&INVOCATION_ID, None),
+        ];
+        // One pass over the headers rather than a lookup (a hash of the name) for each.
+        for (name, value) in req.headers() {
+            if let Some((_, kept)) = headers.iter_mut().find(|(wanted, _)| *wanted == name) {
+                kept.get_or_insert_with(|| value.clone());
+            }
+        }
         Self {
+            method: req.method().clone(),
+            route,
             uri: req.uri().clone(),
-            headers: [
-                get(&header::HOST),
-                get(&FORWARDED_PROTO),
-                get(&FORWARDED_HOST),
-                get(&INVOCATION_ID),
-            ],
+            headers,
         }
     }
 
-    /// A bodiless request with the same URI and those headers.
-    fn into_request(self) -> Request {
+    /// The attributes the exported request span has.
+    fn attributes(self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", self.method.as_str().to_owned()),
+            KeyValue::new("http.route", self.route.as_str().to_owned()),
+        ];
+        // A bodiless request with the same URI and those headers.
         let mut req = Request::new(axum::body::Body::empty());
         *req.uri_mut() = self.uri;
         for (name, value) in self.headers {
@@ -196,7 +200,34 @@ impl Deferred {
                 req.headers_mut().insert(name.clone(), value);
             }
         }
-        req
+        attributes.extend(request_attributes(&req));
+        attributes
+    }
+}
+
+/// The route template a request is named by: the one it matched, or the catch-all's.
+#[derive(Clone)]
+enum Route {
+    Matched(MatchedPath),
+    Unmatched(&'static str),
+}
+
+impl Route {
+    fn of(req: &Request) -> Self {
+        match req.extensions().get::<MatchedPath>() {
+            Some(path) => Self::Matched(path.clone()),
+            None if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") => {
+                Self::Unmatched(UNKNOWN_API_ROUTE)
+            }
+            None => Self::Unmatched(UNKNOWN_ROUTE),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Unmatched(template) => template,
+        }
     }
 }
 
