@@ -151,8 +151,8 @@ impl RequestSpan {
 
     /// Settles a held request when it has ended with `status_code`: exported with
     /// `attributes()` and its dependencies if it or one of them failed, else dropped.
-    pub fn settle(self, status_code: u16, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let (Some(held), Some(active)) = (self.held, ACTIVE.get()) else {
+    pub fn settle(mut self, status_code: u16, attributes: impl FnOnce() -> Vec<KeyValue>) {
+        let (Some(held), Some(active)) = (self.held.take(), ACTIVE.get()) else {
             return;
         };
         let held = held.into_inner();
@@ -163,6 +163,19 @@ impl RequestSpan {
             let (held, attributes) = parts.take()?;
             Some(held.into_span_data(status_code, failed, attributes()))
         });
+    }
+}
+
+impl Drop for RequestSpan {
+    /// A held request that never ended (its client went away and the request was dropped):
+    /// its dependencies stop waiting, exported if one of them failed, and it leaves no span.
+    fn drop(&mut self) {
+        if let (Some(held), Some(active)) = (self.held.take(), ACTIVE.get()) {
+            let held = held.into_inner();
+            active
+                .held
+                .settle_held(held.span_id, held.exception, &mut || None);
+        }
     }
 }
 
@@ -375,6 +388,57 @@ impl tracing::field::Visit for EventFields {
             self.name = format!("{value:?}");
         } else {
             self.push(field, format!("{value:?}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    #[test]
+    fn a_failed_held_request_becomes_the_span_it_would_have_had() {
+        let mut held = Held::new(0x4bf9_2f35, Some(SpanId::from(7)));
+        held.caller = Some("alice".into());
+        held.events
+            .push(Event::new("exception", SystemTime::now(), Vec::new(), 0));
+        let span_id = held.span_id;
+        let span = held.into_span_data(502, true, vec![KeyValue::new("http.route", "/api/orders")]);
+        assert_eq!(span.span_kind, SpanKind::Server);
+        assert_eq!(span.span_context.trace_id(), TraceId::from(0x4bf9_2f35));
+        assert_eq!(span.span_context.span_id(), span_id);
+        assert!(span.span_context.is_sampled());
+        assert_eq!(span.parent_span_id, SpanId::from(7));
+        assert!(span.parent_span_is_remote);
+        assert!(matches!(span.status, Status::Error { .. }));
+        assert_eq!(span.events.len(), 1);
+        assert_eq!(
+            attribute(&span, "http.route"),
+            Some(&Value::from("/api/orders"))
+        );
+        assert_eq!(attribute(&span, "enduser.id"), Some(&Value::from("alice")));
+        assert_eq!(
+            attribute(&span, "http.response.status_code"),
+            Some(&Value::I64(502))
+        );
+    }
+
+    #[test]
+    fn held_span_ids_are_never_zero_and_roots_have_no_parent() {
+        for _ in 0..100 {
+            let held = Held::new(1, None);
+            assert_ne!(held.span_id, SpanId::INVALID);
+            let span = held.into_span_data(200, false, Vec::new());
+            assert_eq!(span.parent_span_id, SpanId::INVALID);
+            assert!(!span.parent_span_is_remote);
+            assert_eq!(span.status, Status::Ok);
         }
     }
 }
