@@ -19,6 +19,9 @@ pub struct RequestContext {
     /// The caller's `sampled` flag from `traceparent`: whether it records this trace.
     pub parent_sampled: bool,
     pub request_id: HeaderValue,
+    /// How bodies may be read, set by the request frame for the extractors (here rather than
+    /// as an extension of its own: each costs an allocation).
+    pub body_policy: Option<super::json::BodyPolicy>,
 }
 
 impl RequestContext {
@@ -51,17 +54,22 @@ impl RequestContext {
             parent_span_id,
             parent_sampled,
             request_id,
+            body_policy: None,
         }
     }
 }
 
-/// The request's [`RequestContext`] (attaching one unless an outer layer already did), and the
-/// `x-request-id` to echo on its response.
-pub fn ensure(req: &mut Request) -> HeaderValue {
-    match req.extensions().get::<RequestContext>() {
-        Some(existing) => existing.request_id.clone(),
+/// The request's [`RequestContext`] (attaching one unless an outer layer already did) with
+/// `body_policy`, and the `x-request-id` to echo on its response.
+pub fn ensure(req: &mut Request, body_policy: super::json::BodyPolicy) -> HeaderValue {
+    match req.extensions_mut().get_mut::<RequestContext>() {
+        Some(existing) => {
+            existing.body_policy = Some(body_policy);
+            existing.request_id.clone()
+        }
         None => {
-            let context = RequestContext::from_headers(req.headers());
+            let mut context = RequestContext::from_headers(req.headers());
+            context.body_policy = Some(body_policy);
             let request_id = context.request_id.clone();
             req.extensions_mut().insert(context);
             request_id

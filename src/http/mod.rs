@@ -91,14 +91,11 @@ async fn frame<F: Future<Output = Response>>(
     mut req: Request,
     next: impl FnOnce(Request) -> F,
 ) -> Response {
-    let request_id = context::ensure(&mut req);
+    let request_id = context::ensure(&mut req, parts.body_policy);
     let errors = render::ErrorContext::capture(&req);
     let response = match unserviceable(&req) {
         Some(error) => error.into_response(),
-        None => {
-            req.extensions_mut().insert(parts.body_policy);
-            next(req).await
-        }
+        None => next(req).await,
     };
     let mut response = render::render(response, errors);
     response

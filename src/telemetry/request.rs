@@ -259,6 +259,10 @@ impl<F: std::future::Future> std::future::Future for Entered<F> {
 /// Runs `exported` on the current request's span, or `held` on its record; on the current span
 /// outside a request.
 fn with_request(exported: impl FnOnce(&tracing::Span), held: impl FnOnce(&mut Held)) {
+    if ACTIVE.get().is_none() {
+        // Nothing exported: there is nothing to record on (and no current span to look up).
+        return;
+    }
     let mut exported = Some(exported);
     // By reference: cloning a span and dropping the clone costs a trip through every layer.
     let _ = REQUEST_SPAN.try_with(|current| match &current.held {
