@@ -3,7 +3,11 @@
 //! The service offers few representations (JSON, and problem+json for errors), so a small
 //! q-value evaluator is enough; a general negotiation crate would add weight for no gain.
 
-use axum::http::{HeaderMap, header};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+
+use crate::error::ApiError;
 
 pub const JSON: &str = "application/json";
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -53,6 +57,26 @@ pub fn quality(headers: &HeaderMap, media_type: &str) -> f32 {
 /// Whether the client accepts a JSON response at all.
 pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     quality(headers, media_type) > 0.0
+}
+
+/// 406 unless the client accepts JSON: for routes whose every success is JSON. An extractor, so
+/// listed first among a handler's it answers before authentication and before any body is
+/// read, and costs no layer of its own around the route.
+pub struct AcceptsJson;
+
+impl<S: Send + Sync> FromRequestParts<S> for AcceptsJson {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        if accepts(&parts.headers, JSON) {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "This resource is available as application/json only.",
+            ))
+        }
+    }
 }
 
 /// Errors are rendered as RFC 9457 problem details when the client asks for them more strongly

@@ -7,9 +7,8 @@ mod patch;
 mod representations;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +20,7 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::events::ChangeKind;
 use crate::http::conditional::{self, IfMatch};
 use crate::http::json::{ApiJson, MergePatch};
-use crate::http::negotiate;
+use crate::http::negotiate::AcceptsJson;
 use crate::http::query::ApiQuery;
 use crate::state::AppState;
 use crate::store::{ListQuery, StoreError};
@@ -36,7 +35,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_orders, create_order))
         .routes(routes!(get_order, update_order, delete_order))
-        .layer(middleware::from_fn(require_json_accept))
 }
 
 fn order_response(status: StatusCode, order: &Order) -> Response {
@@ -77,6 +75,7 @@ fn order_response(status: StatusCode, order: &Order) -> Response {
     )
 )]
 pub async fn list_orders(
+    _: AcceptsJson,
     State(state): State<AppState>,
     Reader(caller): Reader,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -148,6 +147,7 @@ pub async fn list_orders(
     )
 )]
 pub async fn create_order(
+    _: AcceptsJson,
     State(state): State<AppState>,
     Writer(caller): Writer,
     headers: HeaderMap,
@@ -203,6 +203,7 @@ pub async fn create_order(
     )
 )]
 pub async fn get_order(
+    _: AcceptsJson,
     State(state): State<AppState>,
     Reader(caller): Reader,
     Path(id): Path<String>,
@@ -256,6 +257,7 @@ pub async fn get_order(
     )
 )]
 pub async fn update_order(
+    _: AcceptsJson,
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(id): Path<String>,
@@ -319,6 +321,7 @@ pub async fn update_order(
     )
 )]
 pub async fn delete_order(
+    _: AcceptsJson,
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(id): Path<String>,
@@ -342,19 +345,6 @@ pub async fn delete_order(
         Err(StoreError::EtagMismatch) => Err(ApiError::precondition_failed()),
         Err(StoreError::NotFound) => Err(order_not_found(&id)),
         Err(other) => Err(ApiError::from(other)),
-    }
-}
-
-/// 406 when the client accepts no JSON: every success here is JSON.
-async fn require_json_accept(req: Request, next: Next) -> Response {
-    if negotiate::accepts(req.headers(), negotiate::JSON) {
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "This resource is available as application/json only.",
-        )
-        .into_response()
     }
 }
 
