@@ -23,6 +23,7 @@ pub mod panic;
 pub mod query;
 pub mod rate_limit;
 pub mod render;
+pub mod rendered;
 pub mod shed;
 pub mod trace;
 

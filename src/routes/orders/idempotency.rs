@@ -82,7 +82,7 @@ pub(super) async fn create_once(
         .with_retry_after(1)),
         Claim::Completed { response, .. } => {
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::CREATED);
-            Ok(order_response(status, &response.order))
+            Ok(order_response(&state.rendered, status, &response.order))
         }
         Claim::Claimed => {
             let created = match store
@@ -107,7 +107,11 @@ pub(super) async fn create_once(
                 .await
                 .map_err(ApiError::from)?;
             state.events.publish(ChangeKind::Created, &stored.order);
-            Ok(order_response(StatusCode::CREATED, &stored.order))
+            Ok(order_response(
+                &state.rendered,
+                StatusCode::CREATED,
+                &stored.order,
+            ))
         }
     }
 }
