@@ -4,7 +4,11 @@
 //! The span is also where the request's trace id is decided: the [`RequestContext`] inserted
 //! here carries the exported operation id, so the `traceId` in error bodies, the logs and
 //! Application Insights agree. With a valid incoming `traceparent` that is the caller's trace
-//! id (APIM's operation id carries through); without one it is the new trace's id.
+//! id (APIM's operation id carries through); without one it is a new one.
+//!
+//! Telemetry decides each request before it starts (`crate::telemetry::decide`): exported, it
+//! gets its span in the tracing pipeline; held (not sampled), it is recorded cheaply and
+//! exported only if it fails; without telemetry, it has a span for local debug logs only.
 
 use std::future::Future;
 
