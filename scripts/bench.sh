@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (never part of the test suite): release build of the handler, the bare axum
-# baseline and a local identity provider, driven by wrk over loopback. Arguments go to
-# scripts/bench.py (--duration, --connections, --threads, --starts).
+# baselines (hello, and a JSON GET) and a local identity provider, driven by wrk over loopback.
+# Arguments go to scripts/bench.py (--duration, --runs, --connections, --threads, --no-pin,
+# --starts, --failures, --only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then

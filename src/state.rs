@@ -9,6 +9,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::events::{ListenerLimits, OrderEvents};
 use crate::http::rate_limit::{CallerLimits, RateClock};
+use crate::http::rendered::Rendered;
 use crate::store::memory::MemoryOrderStore;
 use crate::store::{ExportStores, OrderStore};
 
@@ -38,7 +39,12 @@ pub struct StateParts {
     pub events: OrderEvents,
     /// Export jobs: their store, files and queue.
     pub exports: ExportStores,
+    /// Order bodies already serialized, by version.
+    pub rendered: Arc<Rendered>,
 }
+
+/// Bytes of order bodies kept serialized at most.
+const RENDERED_BYTES: usize = 8 * 1024 * 1024;
 
 impl AppState {
     /// The state for `config` over `store`, with export jobs in memory.
@@ -53,6 +59,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             exports: ExportStores::in_memory(),
+            rendered: Arc::new(Rendered::new(RENDERED_BYTES)),
         }))
     }
 

@@ -1,4 +1,5 @@
-//! Where telemetry goes and how this process is named there: `APPLICATIONINSIGHTS_CONNECTION_STRING`,
+//! Where telemetry goes, how much of it, and how this process is named there:
+//! `APPLICATIONINSIGHTS_CONNECTION_STRING`, `ORDERS_TELEMETRY_SAMPLE_PER_SECOND`,
 //! `WEBSITE_SITE_NAME` and `WEBSITE_INSTANCE_ID`.
 
 use std::fmt;
@@ -7,6 +8,10 @@ use super::ConfigError;
 
 /// Cloud role name when `WEBSITE_SITE_NAME` is not set.
 pub const DEFAULT_ROLE_NAME: &str = "orders-api";
+
+/// Traces sampled per second per instance when `ORDERS_TELEMETRY_SAMPLE_PER_SECOND` is not set:
+/// the Application Insights SDKs' own default rate (five items a second). Failures come on top.
+pub const DEFAULT_SAMPLE_PER_SECOND: u32 = 5;
 
 /// Where telemetry goes and how this process is named there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +22,9 @@ pub struct TelemetryConfig {
     pub role_name: String,
     /// Cloud role instance: `WEBSITE_INSTANCE_ID`, else the host name.
     pub role_instance: String,
+    /// `ORDERS_TELEMETRY_SAMPLE_PER_SECOND`: successful traces exported per second, about; 0
+    /// turns sampling off (every request is exported). Failures are exported whatever it says.
+    pub sample_per_second: u32,
 }
 
 impl TelemetryConfig {
@@ -29,8 +37,16 @@ impl TelemetryConfig {
                 setting: "APPLICATIONINSIGHTS_CONNECTION_STRING",
                 problem,
             })?;
+        let sample_per_second = match get("ORDERS_TELEMETRY_SAMPLE_PER_SECOND") {
+            None => DEFAULT_SAMPLE_PER_SECOND,
+            Some(value) => value.trim().parse().map_err(|_| ConfigError {
+                setting: "ORDERS_TELEMETRY_SAMPLE_PER_SECOND",
+                problem: format!("'{value}' is not a whole number from 0 to 4294967295"),
+            })?,
+        };
         Ok(Self {
             connection,
+            sample_per_second,
             role_name: get("WEBSITE_SITE_NAME")
                 .map(|name| name.trim().to_owned())
                 .unwrap_or_else(|| DEFAULT_ROLE_NAME.to_owned()),
@@ -140,6 +156,18 @@ mod tests {
         assert!(c.connection.is_none());
         assert_eq!(c.role_name, "orders-api");
         assert!(!c.role_instance.is_empty());
+        assert_eq!(c.sample_per_second, DEFAULT_SAMPLE_PER_SECOND);
+    }
+
+    #[test]
+    fn the_sampling_rate_is_a_whole_number_and_zero_means_everything() {
+        let rate = |value| config(&[("ORDERS_TELEMETRY_SAMPLE_PER_SECOND", value)]);
+        assert_eq!(rate(" 20 ").unwrap().sample_per_second, 20);
+        assert_eq!(rate("0").unwrap().sample_per_second, 0);
+        for bad in ["-1", "2.5", "lots"] {
+            let err = rate(bad).unwrap_err();
+            assert_eq!(err.setting, "ORDERS_TELEMETRY_SAMPLE_PER_SECOND", "{bad}");
+        }
     }
 
     #[test]

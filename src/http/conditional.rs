@@ -14,9 +14,13 @@ const MAX_CONDITION_BYTES: usize = 1024;
 
 /// The strong entity tag for a store's version token.
 pub fn etag_header(version: &str) -> HeaderValue {
+    let mut quoted = Vec::with_capacity(version.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(version.as_bytes());
+    quoted.push(b'"');
     // infallible in practice: stores issue visible ASCII tokens. A token that is not would
     // never match anything, which fails safe.
-    HeaderValue::from_str(&format!("\"{version}\""))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(quoted))
         .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 

@@ -111,7 +111,11 @@ impl<T> Checked<T> {
 
 /// Reads the whole body within the policy's size and time limits.
 pub async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
-    let Some(policy) = req.extensions().get::<BodyPolicy>().copied() else {
+    let policy = req
+        .extensions()
+        .get::<super::context::RequestContext>()
+        .and_then(|context| context.body_policy);
+    let Some(policy) = policy else {
         return Err(ApiError::internal(
             "no body policy: the request did not pass through the middleware frame",
         ));

@@ -12,6 +12,9 @@
 //!    concurrency limit ([`shed`]). Only `/api/...` except health goes through it.
 //! 4. Panic catching: a panic becomes a 500 and the process keeps serving.
 //! 5. The request deadline: 504 once `ORDERS_REQUEST_TIMEOUT_MS` has passed.
+//!
+//! All five run as one middleware ([`apply_stack`]): each layer of its own would cost every
+//! request a few allocations.
 
 pub mod conditional;
 pub mod context;
@@ -21,17 +24,20 @@ pub mod panic;
 pub mod query;
 pub mod rate_limit;
 pub mod render;
+pub mod rendered;
 pub mod shed;
 pub mod strict;
 pub mod trace;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
+use futures_util::FutureExt;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -43,42 +49,70 @@ pub fn apply_stack(
     limits: rate_limit::CallerLimits,
 ) -> Router {
     panic::install_hook(config.log_format);
-    let body_policy = json::BodyPolicy::from(config);
-    let admission = Admission(std::sync::Arc::new(AdmissionParts {
+    let stack = Stack(Arc::new(StackParts {
+        body_policy: json::BodyPolicy::from(config),
         auth,
         limits,
         shedder: shed::Shedder::new(config.max_concurrency),
+        deadline: config.request_timeout,
     }));
-    // `Router::layer` wraps every route and the fallback; the last layer added is outermost.
-    // Few layers on purpose: each one costs clones and a boxed future per request.
-    router
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic::to_response))
-        .layer(middleware::from_fn_with_state(admission, admit))
-        .layer(middleware::from_fn_with_state(body_policy, frame))
-        .layer(middleware::from_fn(trace::trace_requests))
+    // One middleware for the whole stack. `Router::layer` wraps every route (and the fallback)
+    // in each layer as a boxed service, and every request clones the boxes of each level
+    // below the one it passes (an allocation each): five layers cost some forty allocations
+    // a request, one costs two. It runs after routing, so the matched route is known.
+    router.layer(middleware::from_fn_with_state(stack, run_stack))
+}
+
+/// What the stack needs. One `Arc`: middleware state is cloned for every request.
+#[derive(Clone)]
+struct Stack(Arc<StackParts>);
+
+struct StackParts {
+    body_policy: json::BodyPolicy,
+    auth: crate::auth::Auth,
+    limits: rate_limit::CallerLimits,
+    shedder: shed::Shedder,
+    /// `ORDERS_REQUEST_TIMEOUT_MS`.
+    deadline: std::time::Duration,
+}
+
+/// The stack, outermost first, as the module documentation lists it.
+async fn run_stack(State(stack): State<Stack>, req: Request, next: Next) -> Response {
+    let parts = &*stack.0;
+    trace::trace_requests(req, |req| {
+        frame(parts, req, |req| {
+            admit(parts, req, |req| guarded(parts.deadline, req, next))
+        })
+    })
+    .await
 }
 
 /// Every request's frame: its request id and context, the checks no route could pass (431, 501),
 /// the body policy for extractors, and the one error renderer on the way out.
-async fn frame(
-    State(body_policy): State<json::BodyPolicy>,
+async fn frame<F: Future<Output = Response>>(
+    parts: &StackParts,
     mut req: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
-    let request_id = context::ensure(&mut req);
+    let request_id = context::ensure(&mut req, parts.body_policy);
     let errors = render::ErrorContext::capture(&req);
     let credentials = req.headers().contains_key(header::AUTHORIZATION);
-    let response = match unserviceable(&req) {
+    // A client that takes no JSON may still be let through for its errors (see
+    // `negotiate::AcceptsJson`); its success, JSON, is then refused here.
+    let success_refused = (req.headers().contains_key(header::ACCEPT)
+        && !negotiate::accepts(req.headers(), negotiate::JSON))
+    .then(|| {
+        let refused = negotiate::SuccessRefused::default();
+        req.extensions_mut().insert(refused.clone());
+        refused
+    });
+    let mut response = match unserviceable(&req) {
         Some(error) => error.into_response(),
-        None => {
-            req.extensions_mut().insert(body_policy);
-            next.run(req).await
-        }
+        None => next(req).await,
     };
+    if success_refused.is_some_and(|refused| refused.is_set()) && response.status().is_success() {
+        response = negotiate::not_acceptable().into_response();
+    }
     let mut response = render::render(response, errors);
     let headers = response.headers_mut();
     headers.insert(context::X_REQUEST_ID.clone(), request_id);
@@ -99,33 +133,40 @@ async fn frame(
 /// limit, and a concurrency permit. Only client routes (`/api/...`) are admitted this way:
 /// health must answer under load, and the Functions host's own calls (the readiness probe, the
 /// export worker's invocations, all from 127.0.0.1) must never be rate-limited into retries.
-/// One `Arc`: middleware state is cloned for every request.
-#[derive(Clone)]
-struct Admission(std::sync::Arc<AdmissionParts>);
-
-struct AdmissionParts {
-    auth: crate::auth::Auth,
-    limits: rate_limit::CallerLimits,
-    shedder: shed::Shedder,
-}
-
-async fn admit(State(admission): State<Admission>, mut req: Request, next: Next) -> Response {
+async fn admit<F: Future<Output = Response>>(
+    parts: &StackParts,
+    mut req: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let path = req.uri().path();
     if !path.starts_with("/api/") || path == "/api/health" {
-        return next.run(req).await;
+        return next(req).await;
     }
-    crate::auth::identify(&admission.0.auth, &mut req).await;
-    let quota = match admission.0.limits.admit(&req) {
+    crate::auth::identify(&parts.auth, &mut req).await;
+    let quota = match parts.limits.admit(&req) {
         Ok(quota) => quota,
         Err(limited) => return limited.into_response(),
     };
-    let _permit = match admission.0.shedder.enter() {
+    let _permit = match parts.shedder.enter() {
         Ok(permit) => permit,
         Err(shed) => return shed.into_response(),
     };
-    let mut response = next.run(req).await;
+    let mut response = next(req).await;
     quota.apply(response.headers_mut());
     response
+}
+
+/// The handler, with a panic turned into a 500 (the process keeps serving) and the request
+/// deadline into a 504; the renderer above gives both the JSON body.
+async fn guarded(deadline: std::time::Duration, req: Request, next: Next) -> Response {
+    // Unwind safety: a panicking request's state is dropped with it; nothing it shares is
+    // left half changed (the stores' locks recover from poisoning).
+    let handler = std::panic::AssertUnwindSafe(tokio::time::timeout(deadline, next.run(req)));
+    match handler.catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_elapsed)) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+        Err(payload) => panic::to_response(payload),
+    }
 }
 
 /// Request headers beyond this size get 431 (rendered like every error). hyper's own, larger

@@ -3,10 +3,12 @@
 //! The service offers few representations (JSON, and problem+json for errors), so a small
 //! q-value evaluator is enough; a general negotiation crate would add weight for no gain.
 
-use axum::extract::Request;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
@@ -60,33 +62,60 @@ pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     quality(headers, media_type) > 0.0
 }
 
-/// Middleware for resources whose every success is JSON: 406 unless the client accepts JSON.
+/// 406 unless the client accepts JSON: for routes whose every success is JSON. An extractor, so
+/// listed first among a handler's it answers before authentication and before any body is
+/// read, and costs no layer of its own around the route.
 ///
 /// A client that accepts problem details but not JSON still has a safe request (GET, HEAD)
-/// carried out, so that an error reaches it in the form it asked for; only a success, which
-/// would be JSON, becomes 406. An unsafe request is refused before it can change anything.
-pub async fn json_only(req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    if accepts(headers, JSON) {
-        return next.run(req).await;
-    }
-    let errors_wanted = accepts(headers, PROBLEM_JSON) && req.method().is_safe();
-    if errors_wanted {
-        let response = next.run(req).await;
-        if !response.status().is_success() {
-            return response;
+/// carried out, so that an error reaches it in the form it asked for; the frame turns a success,
+/// which would be JSON, into 406 ([`SuccessRefused`]). An unsafe request is refused before it
+/// can change anything.
+pub struct AcceptsJson;
+
+impl<S: Send + Sync> FromRequestParts<S> for AcceptsJson {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        if accepts(&parts.headers, JSON) {
+            return Ok(Self);
         }
+        if parts.method.is_safe()
+            && accepts(&parts.headers, PROBLEM_JSON)
+            && let Some(refused) = parts.extensions.get::<SuccessRefused>()
+        {
+            refused.0.store(true, Ordering::Relaxed);
+            return Ok(Self);
+        }
+        Err(not_acceptable())
     }
+}
+
+/// The 406 of a resource whose successes are JSON.
+pub fn not_acceptable() -> ApiError {
     ApiError::new(
         StatusCode::NOT_ACCEPTABLE,
         "This resource is available as application/json only.",
     )
-    .into_response()
+}
+
+/// Put on a request that does not accept JSON by the frame; set by [`AcceptsJson`] when it lets
+/// such a request through for its errors, so that the frame answers a success with 406.
+#[derive(Debug, Clone, Default)]
+pub struct SuccessRefused(Arc<AtomicBool>);
+
+impl SuccessRefused {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Errors are rendered as RFC 9457 problem details when the client asks for them more strongly
 /// than for plain JSON.
 pub fn prefers_problem_json(headers: &HeaderMap) -> bool {
+    // No `Accept` (most clients): plain JSON, without looking three more times.
+    if !headers.contains_key(header::ACCEPT) {
+        return false;
+    }
     let problem = quality(headers, PROBLEM_JSON);
     problem > 0.0 && problem > quality(headers, JSON)
         || problem > 0.0

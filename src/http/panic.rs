@@ -52,7 +52,7 @@ pub fn install_hook(format: LogFormat) {
     });
 }
 
-/// `CatchPanicLayer` handler.
+/// The 500 for a panic caught in a request (`guarded` in [`crate::http`]).
 pub fn to_response(payload: Box<dyn Any + Send + 'static>) -> Response {
     let location = LAST_LOCATION
         .with(|last| last.borrow_mut().take())

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -27,7 +27,6 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::auth::Caller;
 use crate::config::TrustedProxies;
 use crate::config::proxies::canonical;
 use crate::error::ApiError;
@@ -111,11 +110,22 @@ struct Inner {
     overflow: SharedLimiter,
     max_callers: usize,
     per_minute: u32,
+    /// `RateLimit-Limit`.
+    limit_header: HeaderValue,
     proxies: TrustedProxies,
     clock: RateClock,
     /// When the full table was last swept for idle callers (clock nanoseconds + 1; 0: never).
     last_sweep: AtomicU64,
+    /// Callers tracked when last counted (counting takes a lock on every shard of the map),
+    /// and the checks made since: recounted every `RECOUNT` checks, and at every check near
+    /// the bound.
+    counted: AtomicUsize,
+    checks: AtomicUsize,
 }
+
+/// Checks between two counts of the tracked callers. Each check adds at most one caller, so
+/// a count stays exact enough to tell that the bound is still far.
+const RECOUNT: usize = 64;
 
 impl CallerLimits {
     pub fn new(
@@ -137,9 +147,12 @@ impl CallerLimits {
                     .with_middleware::<StateInformationMiddleware>(),
                 max_callers: max_callers.max(1),
                 per_minute: rate.get(),
+                limit_header: HeaderValue::from(rate.get()),
                 proxies,
                 clock,
                 last_sweep: AtomicU64::new(0),
+                counted: AtomicUsize::new(0),
+                checks: AtomicUsize::new(0),
             }),
         }
     }
@@ -166,14 +179,16 @@ impl CallerLimits {
     fn check(&self, key: CallerKey) -> Decision {
         let inner = &self.inner;
         let refill = Duration::from_secs(60) / inner.per_minute;
-        if inner.per_caller.len() >= inner.max_callers && self.sweep_due(refill) {
+        let mut tracked = inner.tracked();
+        if tracked >= inner.max_callers && self.sweep_due(refill) {
             // Callers whose buckets are full again are indistinguishable from new ones. A sweep
             // visits every caller, so it runs at most once per refill interval (the time for a
             // bucket to gain a request), not on every request while the table is full.
             inner.per_caller.retain_recent();
             inner.per_caller.shrink_to_fit();
+            tracked = inner.recount();
         }
-        let outcome = if inner.per_caller.len() < inner.max_callers {
+        let outcome = if tracked < inner.max_callers {
             inner.per_caller.check_key(&key)
         } else {
             inner.overflow.check()
@@ -194,6 +209,26 @@ impl CallerLimits {
     }
 }
 
+impl Inner {
+    /// How many callers are tracked, or a figure known to be below the bound when it is.
+    fn tracked(&self) -> usize {
+        let checks = self.checks.fetch_add(1, Ordering::Relaxed);
+        let counted = self.counted.load(Ordering::Relaxed);
+        // Since the last count at most 2 * RECOUNT callers were added (concurrent checks
+        // included), so below this the bound cannot have been reached.
+        if counted + 2 * RECOUNT < self.max_callers && !checks.is_multiple_of(RECOUNT) {
+            return counted;
+        }
+        self.recount()
+    }
+
+    fn recount(&self) -> usize {
+        let tracked = self.per_caller.len();
+        self.counted.store(tracked, Ordering::Relaxed);
+        tracked
+    }
+}
+
 enum Decision {
     Allowed { remaining: u32, reset: Duration },
     Limited { retry_after: Duration },
@@ -205,7 +240,7 @@ fn whole_seconds(duration: Duration) -> u64 {
 
 /// The caller's key: owner if the request authenticates, else the client address.
 fn caller_key(req: &Request, proxies: &TrustedProxies) -> CallerKey {
-    if let Some(caller) = req.extensions().get::<Caller>() {
+    if let Some(caller) = crate::auth::identified(req) {
         return CallerKey::Owner(Arc::clone(&caller.owner));
     }
     let peer = req
@@ -265,14 +300,15 @@ fn bucket_of(address: IpAddr) -> IpAddr {
 
 /// The `RateLimit-*` headers of an admitted request.
 pub struct Allowance {
-    limit: u32,
+    /// The same for every request: made once (a clone shares its bytes).
+    limit: HeaderValue,
     remaining: u32,
     reset: Duration,
 }
 
 impl Allowance {
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT.clone(), self.limit);
         headers.insert(
             RATELIMIT_REMAINING.clone(),
             HeaderValue::from(self.remaining),
@@ -288,7 +324,7 @@ impl CallerLimits {
     /// Takes one request from its caller's bucket: the headers to answer with, or 429 with
     /// `Retry-After`.
     pub fn admit(&self, req: &Request) -> Result<Allowance, ApiError> {
-        let limit = self.inner.per_minute;
+        let limit = self.inner.limit_header.clone();
         match self.check(caller_key(req, &self.inner.proxies)) {
             Decision::Allowed { remaining, reset } => Ok(Allowance {
                 limit,
@@ -302,7 +338,7 @@ impl CallerLimits {
                     format!("Rate limit exceeded: retry in {seconds} s."),
                 )
                 .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
-                .with_header(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit))
+                .with_header(RATELIMIT_LIMIT.clone(), limit)
                 .with_header(RATELIMIT_REMAINING.clone(), HeaderValue::from(0u32))
                 .with_header(RATELIMIT_RESET.clone(), HeaderValue::from(seconds)))
             }

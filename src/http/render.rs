@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use crate::error::{ApiError, ProblemDetails};
-use crate::http::context::RequestContext;
+use crate::http::context::{RequestContext, RequestTraceId};
 use crate::http::negotiate;
 
 /// Marks an error-status response whose JSON body is its documented representation (health's
@@ -23,7 +23,7 @@ pub struct OwnBody;
 /// What rendering an error for a request needs to know of it, taken before the request is
 /// handed on. Cheap: no allocation unless the client sent an `Accept` header.
 pub struct ErrorContext {
-    trace_id: Option<String>,
+    trace_id: Option<RequestTraceId>,
     problem_json: bool,
     method: axum::http::Method,
     uri: axum::http::Uri,
@@ -32,10 +32,7 @@ pub struct ErrorContext {
 impl ErrorContext {
     pub fn capture(req: &Request) -> Self {
         Self {
-            trace_id: req
-                .extensions()
-                .get::<RequestContext>()
-                .map(|c| c.trace_id.clone()),
+            trace_id: req.extensions().get::<RequestContext>().map(|c| c.trace_id),
             problem_json: negotiate::prefers_problem_json(req.headers()),
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -48,7 +45,10 @@ pub fn render(response: Response, context: ErrorContext) -> Response {
     if response.status().as_u16() < 400 || response.extensions().get::<OwnBody>().is_some() {
         return response;
     }
-    let trace_id = context.trace_id.unwrap_or_default();
+    let trace_id = context
+        .trace_id
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     let path = context.uri.path();
     let method = context.method;
     let problem_json = context.problem_json;

@@ -4,18 +4,27 @@
 //! The span is also where the request's trace id is decided: the [`RequestContext`] inserted
 //! here carries the exported operation id, so the `traceId` in error bodies, the logs and
 //! Application Insights agree. With a valid incoming `traceparent` that is the caller's trace
-//! id (APIM's operation id carries through); without one it is the new trace's id.
+//! id (APIM's operation id carries through); without one it is a new one.
+//!
+//! Telemetry decides each request before it starts (`crate::telemetry::decide`): exported, it
+//! gets its span in the tracing pipeline; held (not sampled), it is recorded cheaply and
+//! exported only if it fails; without telemetry, it has a span for local debug logs only.
+
+use std::future::Future;
+
+use futures_util::FutureExt;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, header};
-use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::context::RequestContext;
+use crate::telemetry::Decision;
 
 static INVOCATION_ID: HeaderName = HeaderName::from_static("x-azure-functions-invocationid");
 static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -24,54 +33,93 @@ static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto"
 const UNKNOWN_API_ROUTE: &str = "/api/{*path}";
 const UNKNOWN_ROUTE: &str = "/{*path}";
 
-/// Middleware, outermost: opens the request span, decides the trace id, and records the
-/// outcome. It runs after routing (`Router::layer`), so the matched route is known.
-pub async fn trace_requests(mut req: Request, next: Next) -> Response {
+/// Middleware, outermost: decides the request's trace id and its telemetry, opens its span,
+/// and records the outcome; `next` is the rest of the stack. It runs after routing
+/// (`Router::layer`), so the matched route is known.
+pub async fn trace_requests<F: Future<Output = Response>>(
+    mut req: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     // The Functions host polls `GET /` every 25 ms while it starts the handler, and now and then
     // after: a request record per poll would be noise (and cost) in Application Insights.
     if req.uri().path() == "/" && req.method() == axum::http::Method::GET {
-        return next.run(req).await;
+        return next(req).await;
     }
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = match &matched {
-        Some(path) => path.as_str(),
-        None if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") => {
-            UNKNOWN_API_ROUTE
+    let route = Route::of(&req);
+    let context = RequestContext::from_headers(req.headers());
+    let parent = remote_parent(&context);
+    match crate::telemetry::decide(context.trace_id.value(), parent.as_ref()) {
+        Some(Decision::Export { one_in }) => {
+            exported(req, context, parent, route.as_str(), one_in, next).await
         }
-        None => UNKNOWN_ROUTE,
-    };
-    let span = tracing::info_span!(
+        Some(Decision::Hold) => held(req, context, parent, route, next).await,
+        None => {
+            let span = local_span(&req, route.as_str());
+            req.extensions_mut().insert(context);
+            let request = crate::telemetry::RequestSpan::new(span);
+            crate::telemetry::in_request_span(request, next(req))
+                .await
+                .0
+        }
+    }
+}
+
+/// The request around local log lines, at debug level only; nothing exports it.
+fn local_span(req: &Request, route: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        http.request.method = req.method().as_str(),
+        http.route = route,
+    )
+}
+
+/// A request exported whatever its outcome: its span goes through the tracing pipeline.
+async fn exported<F: Future<Output = Response>>(
+    mut req: Request,
+    mut context: RequestContext,
+    parent: Option<SpanContext>,
+    route: &str,
+    one_in: u32,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
+    // At debug level for the logs: exported whatever RUST_LOG says (the telemetry layer takes
+    // every span that declares `otel.kind`), and shown around local log lines at debug only.
+    let span = tracing::debug_span!(
         "request",
         otel.kind = "server",
-        http.request.method = %req.method(),
+        http.request.method = req.method().as_str(),
         http.route = route,
         enduser.id = tracing::field::Empty,
     );
-
-    let mut context = RequestContext::from_headers(req.headers());
-    if let Some(parent) = remote_parent(&context) {
-        // Err only when nothing exports spans (no telemetry, or the span is disabled).
+    if let Some(parent) = parent {
+        // Err only when nothing exports spans.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
-    let exported = span.context().span().span_context().clone();
+    // The span starts with the trace id it was decided on.
+    let exported = crate::telemetry::start_exported(context.trace_id.value(), one_in, || {
+        span.context().span().span_context().clone()
+    });
     if exported.is_valid() {
-        context.trace_id = exported.trace_id().to_string();
-        // Attributes only telemetry needs; a no-op when nothing exports.
-        span.set_attribute("url.full", request_url(&req));
-        if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
-            span.set_attribute("InvocationId", invocation.to_owned());
+        context.trace_id = super::context::RequestTraceId::from_u128(u128::from_be_bytes(
+            exported.trace_id().to_bytes(),
+        ));
+        for attribute in request_attributes(&req) {
+            span.set_attribute(attribute.key, attribute.value);
         }
     }
     req.extensions_mut().insert(context);
 
-    let response = crate::telemetry::in_request_span(span.clone(), next.run(req)).await;
+    let request = crate::telemetry::RequestSpan::new(span);
+    let (response, recorded) = crate::telemetry::in_request_span(request, next(req)).await;
 
     if exported.is_valid() {
         let status = response.status();
-        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        recorded
+            .span
+            .set_attribute("http.response.status_code", i64::from(status.as_u16()));
         // 4xx are the client's mistakes: only 5xx fail a request. Setting Ok also overrides
         // the error status an error-level log line inside a 4xx request would leave.
-        span.set_status(if status.is_server_error() {
+        recorded.span.set_status(if status.is_server_error() {
             Status::error("")
         } else {
             Status::Ok
@@ -80,15 +128,125 @@ pub async fn trace_requests(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// The caller's span from `traceparent`, as the remote parent of the request span.
+/// A request exported only if it fails: recorded cheaply, outside the tracing pipeline, with
+/// what its attributes need kept (shared, not copied) until then. A future built from the
+/// request's own rather than an `async fn`, which would copy it once more.
+fn held<F: Future<Output = Response>>(
+    mut req: Request,
+    context: RequestContext,
+    parent: Option<SpanContext>,
+    route: Route,
+    next: impl FnOnce(Request) -> F,
+) -> impl Future<Output = Response> {
+    let record = crate::telemetry::Held::new(context.trace_id.value(), parent.map(|p| p.span_id()));
+    let deferred = Deferred::capture(&req, route);
+    let request =
+        crate::telemetry::RequestSpan::held(local_span(&req, deferred.route.as_str()), record);
+    req.extensions_mut().insert(context);
+    crate::telemetry::in_request_span(request, next(req)).map(move |(response, recorded)| {
+        recorded.settle(response.status().as_u16(), || deferred.attributes());
+        response
+    })
+}
+
+/// The attributes of Request telemetry that come from the request itself.
+fn request_attributes(req: &Request) -> Vec<KeyValue> {
+    let mut attributes = vec![KeyValue::new("url.full", request_url(req))];
+    if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
+        attributes.push(KeyValue::new("InvocationId", invocation.to_owned()));
+    }
+    attributes
+}
+
+/// The parts of a request that [`request_attributes`] reads, kept without copying (a URI and
+/// header values share the request's bytes) until the request turns out to be exported.
+struct Deferred {
+    method: axum::http::Method,
+    route: Route,
+    uri: axum::http::Uri,
+    headers: [(&'static HeaderName, Option<axum::http::HeaderValue>); 3],
+}
+
+impl Deferred {
+    fn capture(req: &Request, route: Route) -> Self {
+        let mut headers = [
+            (&header::HOST, None),
+            (&FORWARDED_PROTO, None),
+            (&INVOCATION_ID, None),
+        ];
+        // One pass over the headers rather than a lookup (a hash of the name) for each.
+        for (name, value) in req.headers() {
+            if let Some((_, kept)) = headers.iter_mut().find(|(wanted, _)| *wanted == name) {
+                kept.get_or_insert_with(|| value.clone());
+            }
+        }
+        Self {
+            method: req.method().clone(),
+            route,
+            uri: req.uri().clone(),
+            headers,
+        }
+    }
+
+    /// The attributes the exported request span has.
+    fn attributes(self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", self.method.as_str().to_owned()),
+            KeyValue::new("http.route", self.route.as_str().to_owned()),
+        ];
+        // A bodiless request with the same URI and those headers.
+        let mut req = Request::new(axum::body::Body::empty());
+        *req.uri_mut() = self.uri;
+        for (name, value) in self.headers {
+            if let Some(value) = value {
+                req.headers_mut().insert(name.clone(), value);
+            }
+        }
+        attributes.extend(request_attributes(&req));
+        attributes
+    }
+}
+
+/// The route template a request is named by: the one it matched, or the catch-all's.
+#[derive(Clone)]
+enum Route {
+    Matched(MatchedPath),
+    Unmatched(&'static str),
+}
+
+impl Route {
+    fn of(req: &Request) -> Self {
+        match req.extensions().get::<MatchedPath>() {
+            Some(path) => Self::Matched(path.clone()),
+            None if req.uri().path() == "/api" || req.uri().path().starts_with("/api/") => {
+                Self::Unmatched(UNKNOWN_API_ROUTE)
+            }
+            None => Self::Unmatched(UNKNOWN_ROUTE),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Unmatched(template) => template,
+        }
+    }
+}
+
+/// The caller's span from `traceparent`, as the remote parent of the request span. Its `sampled`
+/// flag carries through: the sampler honours the caller's decision.
 fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
-    let parent = context.parent_span_id.as_deref()?;
-    let trace_id = TraceId::from_hex(&context.trace_id).ok()?;
-    let span_id = SpanId::from_hex(parent).ok()?;
+    let span_id = SpanId::from(context.parent_span_id?);
+    let trace_id = TraceId::from(context.trace_id.value());
+    let flags = if context.parent_sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
     Some(SpanContext::new(
         trace_id,
         span_id,
-        TraceFlags::SAMPLED,
+        flags,
         true,
         TraceState::default(),
     ))
@@ -244,6 +402,7 @@ mod tests {
         );
         assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
         assert!(parent.is_remote());
+        assert!(!parent.is_sampled(), "flags 00: the caller does not record");
         assert!(remote_parent(&RequestContext::from_headers(&HeaderMap::new())).is_none());
     }
 }

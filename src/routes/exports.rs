@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self};
+
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -19,7 +19,7 @@ use crate::auth::{Caller, Reader};
 use crate::domain::{ExportFailure, ExportFormat, ExportId, ExportJob, ExportStatus, OrderStatus};
 use crate::error::ApiError;
 use crate::http::json::{ApiJson, Checked};
-use crate::http::negotiate;
+use crate::http::negotiate::AcceptsJson;
 use crate::routes::openapi::responses::*;
 use crate::state::AppState;
 use crate::store::exports::{ExportMessage, FileLocation};
@@ -34,7 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_export))
         .routes(routes!(get_export))
-        .layer(middleware::from_fn(negotiate::json_only))
         // A redirect has no representation to negotiate: any Accept may follow it.
         .routes(routes!(download_export))
 }
@@ -191,6 +190,7 @@ fn job_response(status: StatusCode, job: &ExportJob) -> Response {
     )
 )]
 pub async fn create_export(
+    _: AcceptsJson,
     Reader(caller): Reader,
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateExportRequest>,
@@ -256,6 +256,7 @@ pub async fn create_export(
     )
 )]
 pub async fn get_export(
+    _: AcceptsJson,
     Reader(caller): Reader,
     State(state): State<AppState>,
     Path(id): Path<String>,

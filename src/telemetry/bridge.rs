@@ -29,8 +29,9 @@ where
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         // This layer sits behind the same filter as the span exporter, so `event_span` finds
-        // exported spans only: with one, the span exporter already carries the event.
-        if ctx.event_span(event).is_some() {
+        // exported spans only: with one, the span exporter already carries the event. In a
+        // held request, the event waits with it (exported only if the request fails).
+        if ctx.event_span(event).is_some() || super::request::hold_event(event) {
             return;
         }
         let meta = event.metadata();

@@ -5,19 +5,28 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_application_insights::Exporter;
+use opentelemetry_http::HttpClient;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
 
 use crate::config::telemetry::{ConnectionString, TelemetryConfig};
 
 use super::EXPORT_LOG_TARGET;
+use super::keep::KeepFailures;
+use super::request::Active;
+use super::sampling::{Decider, Limiter, RateLimitedSampler, RequestIds, one_in_of};
 
 /// What the tracing layers need from a running pipeline.
 pub(crate) struct Pipeline {
     pub(crate) tracer: SdkTracer,
     pub(crate) logger_provider: SdkLoggerProvider,
     tracer_provider: SdkTracerProvider,
+    /// What requests need, once the pipeline is installed (`super::request::activate`).
+    pub(crate) requests: Option<Active>,
 }
 
 /// The running telemetry pipeline, if any. Keep it until the server has stopped, then
@@ -56,14 +65,32 @@ impl Telemetry {
             .build();
         // The batch processors run on their own threads: a request only hands a finished span
         // to a bounded queue, and a full queue drops telemetry, never requests. Batch sizes and
-        // delays follow the OTEL_BSP_* and OTEL_BLRP_* variables when set.
+        // delays follow the OTEL_BSP_* and OTEL_BLRP_* variables when set. In front of the
+        // span queue, traces the sampler did not keep wait for their outcome (`keep`).
+        let mut spans_exporter = WithSampleRate(exporter.clone());
+        // Set here: the provider sets it through the span processor only while that has a
+        // single owner, and held requests share it (`KeepFailures`).
+        spans_exporter.set_resource(&resource);
+        let keep = KeepFailures::new(BatchSpanProcessor::builder(spans_exporter).build());
         let tracer_provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter.clone())
-            // Every request is recorded, even when the caller's traceparent says "not
-            // sampled": the Functions host and APIM sample on their own.
-            .with_sampler(Sampler::AlwaysOn)
-            .with_resource(resource.clone())
-            .build();
+            .with_span_processor(keep.clone())
+            .with_id_generator(RequestIds::default())
+            .with_resource(resource.clone());
+        let (tracer_provider, decider) = match config.sample_per_second {
+            // Sampling off: every trace is kept, whatever a caller's traceparent says.
+            0 => (
+                tracer_provider.with_sampler(Sampler::AlwaysOn),
+                Decider::Everything,
+            ),
+            per_second => {
+                let limiter = std::sync::Arc::new(Limiter::new(per_second));
+                (
+                    tracer_provider.with_sampler(RateLimitedSampler::new(limiter.clone())),
+                    Decider::Limited(limiter),
+                )
+            }
+        };
+        let tracer_provider = tracer_provider.build();
         let logger_provider = SdkLoggerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
@@ -74,12 +101,23 @@ impl Telemetry {
                 tracer,
                 logger_provider,
                 tracer_provider,
+                requests: Some(Active {
+                    decider,
+                    held: std::sync::Arc::new(keep),
+                }),
             }),
         }
     }
 
     pub(crate) fn pipeline(&self) -> Option<&Pipeline> {
         self.pipeline.as_ref()
+    }
+
+    /// Hands requests what they need to decide and record (once it is installed).
+    pub(crate) fn activate_requests(&mut self) {
+        if let Some(active) = self.pipeline.as_mut().and_then(|p| p.requests.take()) {
+            super::request::activate(active);
+        }
     }
 
     /// Whether telemetry is being exported.
@@ -118,6 +156,54 @@ impl Telemetry {
                 "telemetry not fully flushed before shutdown; the rest is dropped"
             );
         }
+    }
+}
+
+/// The Application Insights exporter, giving each span the `sampleRate` its trace was kept at.
+///
+/// The exporter (opentelemetry-application-insights 0.46) has one rate for everything it sends:
+/// `Exporter::with_sample_rate` stores it as a percentage, and `create_envelopes_for_span`
+/// (src/trace.rs) writes it as `sampleRate` on the envelope of every span and of every event in
+/// it (exceptions, traces). Log records get none (src/logs.rs: `sample_rate: None`, which
+/// Application Insights reads as 100). So a batch is exported in groups, one per rate, each
+/// through a copy of the exporter set to that rate; a batch usually holds one or two rates.
+#[derive(Debug)]
+struct WithSampleRate<C>(Exporter<C>);
+
+impl<C> SpanExporter for WithSampleRate<C>
+where
+    C: HttpClient + Clone + std::fmt::Debug + 'static,
+{
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut groups: Vec<(u32, Vec<SpanData>)> = Vec::new();
+        for span in batch {
+            let one_in = one_in_of(span.span_context.trace_state());
+            match groups.iter_mut().find(|(n, _)| *n == one_in) {
+                Some((_, spans)) => spans.push(span),
+                None => groups.push((one_in, vec![span])),
+            }
+        }
+        let mut outcome = Ok(());
+        for (one_in, spans) in groups {
+            // `with_sample_rate` takes a fraction (and sends it times 100).
+            let exporter = self.0.clone().with_sample_rate(1.0 / f64::from(one_in));
+            if let Err(error) = exporter.export(spans).await {
+                outcome = Err(error);
+            }
+        }
+        outcome
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
     }
 }
 

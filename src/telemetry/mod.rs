@@ -13,13 +13,22 @@
 //! Exporting happens on background threads in batches: a request never waits for telemetry and
 //! never fails because of it. Spans that do not declare `otel.kind` are local logging context
 //! only; their events belong to the nearest exported span around them.
+//!
+//! What is exported is sampled, whole traces at a time, and every failure is kept:
+//! `sampling` decides a trace where it starts, a request not sampled is recorded cheaply
+//! (`request`) and exported only if it fails, and `keep` settles each trace when it ends.
 
 mod bridge;
 pub mod export;
+mod keep;
+mod limiter;
 pub mod lines;
+mod request;
+mod sampling;
 
 use opentelemetry::KeyValue;
-use tracing::{Instrument, Level, Metadata};
+use opentelemetry::trace::TraceContextExt;
+use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
@@ -30,6 +39,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{Config, LogFormat};
 
 pub use export::Telemetry;
+pub use request::{
+    Held, RequestSpan, decide, in_request_span, record_caller, record_exception, start_exported,
+};
+pub use sampling::Decision;
 
 /// Target of the exporter's own log lines. They go to stderr only: sending "telemetry cannot
 /// be delivered" through the telemetry pipeline would feed on itself.
@@ -78,6 +91,8 @@ pub fn init(config: &Config) -> Telemetry {
                     .with_error_fields_to_exceptions(false)
                     .with_filter(filter_fn(is_exported)),
             ),
+            // With the same filter as the span exporter: it sees the exported spans (to leave
+            // their events to it), and no other span is made for its sake.
             Some(
                 bridge::EventsOutsideSpans::new(&pipeline.logger_provider)
                     .with_filter(filter_fn(is_exported)),
@@ -92,6 +107,8 @@ pub fn init(config: &Config) -> Telemetry {
         .try_init();
     match installed {
         Ok(()) => {
+            let mut telemetry = telemetry;
+            telemetry.activate_requests();
             if telemetry.pipeline().is_some() {
                 tracing::info!(
                     target: EXPORT_LOG_TARGET,
@@ -109,7 +126,7 @@ pub fn init(config: &Config) -> Telemetry {
 
 /// What goes to Application Insights: spans that declare their kind (requests, dependencies)
 /// and log events at info and above, except the exporter's own.
-fn is_exported(meta: &Metadata<'_>) -> bool {
+pub(crate) fn is_exported(meta: &Metadata<'_>) -> bool {
     if meta.is_span() {
         meta.fields().field("otel.kind").is_some()
     } else {
@@ -127,7 +144,7 @@ fn is_exported(meta: &Metadata<'_>) -> bool {
 /// `rpc.system.name`. Call [`record_dependency_result`] when the call ends; the span's duration
 /// is the call's.
 pub fn dependency_span(kind: &'static str, target: &str, name: &str) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "dependency",
         otel.kind = "client",
         otel.name = name,
@@ -135,7 +152,13 @@ pub fn dependency_span(kind: &'static str, target: &str, name: &str) -> tracing:
         rpc.system.name = kind,
         server.address = target,
         http.response.status_code = tracing::field::Empty,
-    )
+    );
+    // In a held request (no span of its own in the pipeline), the request is still its parent.
+    if let Some(parent) = request::held_request_parent() {
+        // Err only when nothing exports spans.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+    }
+    span
 }
 
 /// Records the outcome of a dependency call on its span: the HTTP status when there was a
@@ -147,45 +170,8 @@ pub fn record_dependency_result(span: &tracing::Span, status: Option<u16>, succe
     span.record("otel.status_code", if success { "OK" } else { "ERROR" });
 }
 
-tokio::task_local! {
-    /// The request span, for code deep in the request that records on it (the caller's
-    /// identity, exceptions) while another span may be current.
-    static REQUEST_SPAN: tracing::Span;
-}
-
-/// Runs `request` inside `span`, which becomes the request span that [`record_caller`] and
-/// [`record_exception`] record on from anywhere within it.
-pub async fn in_request_span<F: std::future::Future>(span: tracing::Span, request: F) -> F::Output {
-    REQUEST_SPAN
-        .scope(span.clone(), request.instrument(span))
-        .await
-}
-
-/// Runs `f` on the current request's span, or on the current span outside a request.
-fn with_request_span(f: impl FnOnce(&tracing::Span)) {
-    match REQUEST_SPAN.try_with(tracing::Span::clone) {
-        Ok(span) => f(&span),
-        Err(_) => f(&tracing::Span::current()),
-    }
-}
-
-/// Records the authenticated caller (owner id, never the token) on the request span: it becomes
-/// the request's authenticated user id in Application Insights.
-pub fn record_caller(owner: &str) {
-    with_request_span(|span| {
-        span.record("enduser.id", owner);
-    });
-}
-
-/// Records the hidden detail of a 500 (`ApiError::internal_detail`) as Exception telemetry on the
-/// request span. A panic's detail reads `panic at <file>:<line>:<col>: <message>`; anything else
-/// is an internal error chain (`context: cause: root cause`).
-pub fn record_exception(detail: &str) {
-    let attributes = exception_attributes(detail);
-    with_request_span(|span| span.add_event("exception", attributes));
-}
-
-fn exception_attributes(detail: &str) -> Vec<KeyValue> {
+/// The attributes of an exception event for the hidden detail of a 500.
+pub(crate) fn exception_attributes(detail: &str) -> Vec<KeyValue> {
     if let Some((location, message)) = detail
         .strip_prefix("panic at ")
         .and_then(|rest| rest.split_once(": "))

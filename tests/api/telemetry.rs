@@ -6,6 +6,8 @@
 use crate::helpers::ingestion::*;
 use serde_json::Value;
 
+mod sampling;
+
 #[tokio::test]
 async fn requests_are_named_by_route_with_their_codes_and_success() {
     let ingestion = Ingestion::start();

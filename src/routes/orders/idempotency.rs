@@ -99,7 +99,7 @@ pub(super) async fn create_once(
         }
         Claim::Completed { response, .. } => {
             let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::CREATED);
-            Ok(order_response(status, &response.order))
+            Ok(order_response(&state.rendered, status, &response.order))
         }
         Claim::Claimed => {
             let created = match store
@@ -124,7 +124,11 @@ pub(super) async fn create_once(
                 .await
                 .map_err(ApiError::from)?;
             state.events.publish(ChangeKind::Created, &stored.order);
-            Ok(order_response(StatusCode::CREATED, &stored.order))
+            Ok(order_response(
+                &state.rendered,
+                StatusCode::CREATED,
+                &stored.order,
+            ))
         }
     }
 }

@@ -172,6 +172,8 @@ pub fn start_exporting(ingestion: &Ingestion, extra: &[(&str, &str)]) -> Handler
     let connection = ingestion.connection_string();
     let mut env = vec![
         ("APPLICATIONINSIGHTS_CONNECTION_STRING", connection.as_str()),
+        // Sampling off: these tests look for particular requests. The sampling tests set a rate.
+        ("ORDERS_TELEMETRY_SAMPLE_PER_SECOND", "0"),
         ("ORDERS_FAULT_INJECTION", "true"),
         ("ORDERS_AUTH_DEV_SECRET", DEV_SECRET),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
