@@ -47,12 +47,8 @@ pub fn hint(token: &str, issuer: &str, audiences: &[String]) -> Option<String> {
             .collect(),
         _ => return None,
     };
-    let is_client_id = |aud: &str| {
-        aud.len() == 36
-            && aud.bytes().enumerate().all(|(i, b)| {
-                matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
-            })
-    };
+    // A client id is a GUID in its hyphenated form (36 characters); uuid also parses others.
+    let is_client_id = |aud: &str| aud.len() == 36 && uuid::Uuid::try_parse(aud).is_ok();
     let aud = token_audiences.first()?;
     let form = if is_client_id(aud) {
         "client id (the aud of every v2 access token)"

@@ -52,8 +52,8 @@ pub struct Conditions {
 impl Conditions {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
         Ok(Self {
-            if_match: parse(headers, &header::IF_MATCH)?,
-            if_none_match: parse(headers, &header::IF_NONE_MATCH)?,
+            if_match: parse(headers, &header::IF_MATCH, "If-Match")?,
+            if_none_match: parse(headers, &header::IF_NONE_MATCH, "If-None-Match")?,
         })
     }
 
@@ -89,19 +89,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Conditions {
     }
 }
 
-/// Every value of `name`, joined as one list (RFC 9110, section 5.3).
-fn parse(headers: &HeaderMap, name: &HeaderName) -> Result<Option<TagList>, ApiError> {
+/// Every value of `name`, joined as one list (RFC 9110, section 5.3); a problem is reported
+/// under `field`, the header's name as the document spells it.
+fn parse(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    field: &'static str,
+) -> Result<Option<TagList>, ApiError> {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
     let invalid = || {
         ApiError::validation(vec![FieldError::new(
-            name.as_str()
-                .split('-')
-                .map(capitalised)
-                .collect::<Vec<_>>()
-                .join("-"),
+            field,
             "must be * or a comma-separated list of entity tags such as \"v1\" or W/\"v1\"",
         )])
     };
@@ -164,13 +165,6 @@ fn list_members(text: &str) -> Option<Vec<Option<(bool, String)>>> {
             return None;
         }
     }
-}
-
-fn capitalised(word: &str) -> String {
-    let mut chars = word.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_ascii_uppercase().to_string() + chars.as_str()
-    })
 }
 
 #[cfg(test)]

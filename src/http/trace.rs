@@ -103,7 +103,7 @@ async fn exported<F: Future<Output = Response>>(
         context.trace_id = super::context::RequestTraceId::from_u128(u128::from_be_bytes(
             exported.trace_id().to_bytes(),
         ));
-        for attribute in request_attributes(&req) {
+        for attribute in request_attributes(req.uri(), req.headers()) {
             span.set_attribute(attribute.key, attribute.value);
         }
     }
@@ -150,9 +150,9 @@ fn held<F: Future<Output = Response>>(
 }
 
 /// The attributes of Request telemetry that come from the request itself.
-fn request_attributes(req: &Request) -> Vec<KeyValue> {
-    let mut attributes = vec![KeyValue::new("url.full", request_url(req))];
-    if let Some(invocation) = printable(req.headers(), &INVOCATION_ID) {
+fn request_attributes(uri: &axum::http::Uri, headers: &HeaderMap) -> Vec<KeyValue> {
+    let mut attributes = vec![KeyValue::new("url.full", request_url(uri, headers))];
+    if let Some(invocation) = printable(headers, &INVOCATION_ID) {
         attributes.push(KeyValue::new("InvocationId", invocation.to_owned()));
     }
     attributes
@@ -194,15 +194,13 @@ impl Deferred {
             KeyValue::new("http.request.method", self.method.as_str().to_owned()),
             KeyValue::new("http.route", self.route.as_str().to_owned()),
         ];
-        // A bodiless request with the same URI and those headers.
-        let mut req = Request::new(axum::body::Body::empty());
-        *req.uri_mut() = self.uri;
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in self.headers {
             if let Some(value) = value {
-                req.headers_mut().insert(name.clone(), value);
+                headers.insert(name.clone(), value);
             }
         }
-        attributes.extend(request_attributes(&req));
+        attributes.extend(request_attributes(&self.uri, &headers));
         attributes
     }
 }
@@ -255,8 +253,7 @@ fn remote_parent(context: &RequestContext) -> Option<SpanContext> {
 /// The URL the client asked for, as exported: the scheme as forwarded, the host the request was
 /// sent to (`Host`; never `X-Forwarded-Host`, which any client can write), the path, and the
 /// query by allow-list ([`redact_query`]).
-fn request_url(req: &Request) -> String {
-    let headers = req.headers();
+fn request_url(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
     let scheme = match printable(headers, &FORWARDED_PROTO).and_then(first_value) {
         Some("https") => "https",
         _ => "http",
@@ -264,8 +261,8 @@ fn request_url(req: &Request) -> String {
     let host = printable(headers, &header::HOST)
         .filter(|host| is_host(host))
         .unwrap_or("localhost");
-    let mut url = format!("{scheme}://{host}{}", req.uri().path());
-    if let Some(query) = req.uri().query() {
+    let mut url = format!("{scheme}://{host}{}", uri.path());
+    if let Some(query) = uri.query() {
         url.push('?');
         url.push_str(&redact_query(query));
     }
@@ -375,7 +372,7 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap();
         assert_eq!(
-            request_url(&req),
+            request_url(req.uri(), req.headers()),
             "https://orders.example.net/api/orders?code=REDACTED&top=2"
         );
         let odd_host = Request::builder()
@@ -383,7 +380,10 @@ mod tests {
             .header("host", "evil.example/path?x=")
             .body(axum::body::Body::empty())
             .unwrap();
-        assert_eq!(request_url(&odd_host), "http://localhost/api/health");
+        assert_eq!(
+            request_url(odd_host.uri(), odd_host.headers()),
+            "http://localhost/api/health"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ async fn export_worker(State(state): State<AppState>, body: Bytes) -> Response {
     )
     .await;
     match outcome {
-        Ok(outcome) => reply(StatusCode::OK, describe(&message, &outcome, dequeue_count)),
+        Ok(outcome) => reply(
+            StatusCode::OK,
+            describe(&message, &outcome, Some(dequeue_count)),
+        ),
         Err(error) => {
             tracing::warn!(job = %message.id, %error, dequeue_count, "export attempt failed; the host will retry");
             let status = match &error {
@@ -86,7 +89,7 @@ async fn export_poison(State(state): State<AppState>, body: Bytes) -> Response {
             if outcome == Outcome::Failed {
                 tracing::error!(job = %message.id, "export message poisoned: the job is marked failed");
             }
-            reply(StatusCode::OK, describe(&message, &outcome, 0))
+            reply(StatusCode::OK, describe(&message, &outcome, None))
         }
         Err(error) => {
             tracing::warn!(job = %message.id, %error, "could not mark a poisoned export failed; the host will retry");
@@ -110,9 +113,8 @@ fn read(body: &[u8]) -> Result<(ExportMessage, u32), &'static str> {
     let message = payload
         .trigger(TRIGGER_BINDING)
         .cloned()
-        .ok_or_else(|| WorkerError::BadMessage("no trigger data".to_owned()))
-        .and_then(ExportMessage::from_value)
-        .map_err(|_| "the message is not an export job")?;
+        .and_then(|data| ExportMessage::from_value(data).ok())
+        .ok_or("the message is not an export job")?;
     Ok((message, dequeue_count))
 }
 
@@ -123,7 +125,8 @@ fn refuse(problem: &'static str) -> Response {
     reply(StatusCode::BAD_REQUEST, format!("refused: {problem}"))
 }
 
-fn describe(message: &ExportMessage, outcome: &Outcome, dequeue_count: u32) -> String {
+/// What became of `message`; `delivery` is the attempt this was, or `None` from the poison queue.
+fn describe(message: &ExportMessage, outcome: &Outcome, delivery: Option<u32>) -> String {
     let id = &message.id;
     match outcome {
         Outcome::Succeeded { orders } => format!("export {id} succeeded with {orders} orders"),
@@ -131,10 +134,12 @@ fn describe(message: &ExportMessage, outcome: &Outcome, dequeue_count: u32) -> S
             format!("export {id} had already finished ({})", status.as_str())
         }
         Outcome::Missing => format!("export {id} does not exist; nothing to do"),
-        Outcome::Failed if dequeue_count > 0 => {
-            format!("export {id} failed on attempt {dequeue_count} and is marked failed")
-        }
-        Outcome::Failed => format!("export {id} failed every attempt and is marked failed"),
+        Outcome::Failed => match delivery {
+            Some(attempt) => {
+                format!("export {id} failed on attempt {attempt} and is marked failed")
+            }
+            None => format!("export {id} failed every attempt and is marked failed"),
+        },
     }
 }
 

@@ -25,8 +25,6 @@ use responses::*;
 pub const GATEWAY_URL: &str = "https://{apim}.azure-api.net/orders";
 /// The Function App itself: needs a function key besides the token.
 pub const FUNCTION_APP_URL: &str = "https://{functionApp}.azurewebsites.net";
-/// `cargo run`.
-pub const LOCAL_URL: &str = "http://localhost:7071";
 
 #[derive(OpenApi)]
 #[openapi(
