@@ -27,23 +27,15 @@ cd "$(dirname "$0")/.."
 document="${document:-openapi/openapi.json}"
 [ -f "$document" ] || { echo "no OpenAPI document at $document" >&2; exit 2; }
 
+. scripts/common.sh
 venv=.venv/client
-requirements=scripts/client-requirements.txt
-if ! cmp -s "$requirements" "$venv/installed-requirements.txt" 2>/dev/null; then
-  echo "installing openapi-python-client into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/installed-requirements.txt"
-fi
+pinned_venv "$venv" scripts/client-requirements.txt
 
-cargo build --quiet --bin handler
-handler=target/debug/handler
 work=$(mktemp -d "${TMPDIR:-/tmp}/orders-client.XXXXXX")
-pid=
 cleanup() {
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+  if [ -n "${handler_pid:-}" ]; then
+    kill "$handler_pid" 2>/dev/null || true
+    wait "$handler_pid" 2>/dev/null || true
   fi
   rm -rf "$work"
 }
@@ -57,20 +49,9 @@ echo "-- generating the client ($("$venv/bin/openapi-python-client" --version)) 
   --output-path "$work/orders_client" \
   --fail-on-warning
 
-log="$work/handler.log"
-PORT=0 ORDERS_LOG_FORMAT=text NO_COLOR=1 RUST_LOG=info ORDERS_RATE_LIMIT_PER_MINUTE=1000000 \
-  "$handler" >"$log" 2>&1 &
-pid=$!
-port=
-for _ in $(seq 1 300); do
-  port=$(sed -n 's/.*listening address=[^ ]*:\([0-9]*\).*/\1/p' "$log" | head -n1)
-  [ -n "$port" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "handler did not start"; exit 1; }
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$log"; echo "handler did not report its port"; exit 1; }
+start_handler "$work/handler.log"
 token=$("$handler" token --sub client-flow --scope Orders.Read --scope Orders.Write)
 
 echo "-- the main flow through the generated client"
 PYTHONPATH="$work" PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" tests/client/flow.py \
-  --base-url "http://127.0.0.1:$port" --token "$token"
+  --base-url "http://127.0.0.1:$handler_port" --token "$token"

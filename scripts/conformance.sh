@@ -21,48 +21,26 @@ if [ "${1:-}" = "--problem-json" ]; then
 fi
 examples="${1:-25}"
 
+. scripts/common.sh
 venv=.venv/conformance
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "4.32.5"; then
-  echo "installing schemathesis 4.32.5 into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/conformance-requirements.txt
-fi
+pinned_venv "$venv" scripts/conformance-requirements.txt
 
-cargo build --quiet --bin handler
-handler=target/debug/handler
 log=$(mktemp)
-PORT=0 ORDERS_LOG_FORMAT=text NO_COLOR=1 RUST_LOG=info ORDERS_RATE_LIMIT_PER_MINUTE=1000000 \
-  "$handler" >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 300); do
-  port=$(sed -n 's/.*listening address=[^ ]*:\([0-9]*\).*/\1/p' "$log" | head -n1)
-  [ -n "$port" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "handler did not start"; exit 1; }
-  sleep 0.1
-done
-[ -n "${port:-}" ] || { cat "$log"; echo "handler did not report its port"; exit 1; }
-base="http://127.0.0.1:$port"
+trap 'kill "${handler_pid:-}" 2>/dev/null || true; rm -f "$log"' EXIT
+start_handler "$log"
+base="http://127.0.0.1:$handler_port"
 token=$("$handler" token --sub conformance --scope Orders.Read --scope Orders.Write)
 
+extra=()
 if [ "$problem_json" = true ]; then
-  SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py \
-    "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
-    --url "$base" \
-    --checks all \
-    --max-examples "$examples" \
-    --generation-deterministic \
-    --header "Authorization: Bearer $token" \
-    --header "Accept: application/problem+json, application/json;q=0.9" \
-    --no-color
-  exit
+  extra=(--header "Accept: application/problem+json, application/json;q=0.9")
 fi
-
 SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py \
-"$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
+  "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/api/openapi.json" \
   --url "$base" \
   --checks all \
   --max-examples "$examples" \
   --generation-deterministic \
   --header "Authorization: Bearer $token" \
+  "${extra[@]}" \
   --no-color

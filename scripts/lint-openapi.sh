@@ -18,14 +18,9 @@ doc_31=openapi/openapi.json
 doc_30=openapi/openapi-3.0.json
 
 scripts/azurite.sh install # npm ci when package-lock.json changed: Azurite and Spectral
+. scripts/common.sh
 venv=.venv/openapi-lint
-requirements=scripts/openapi-lint-requirements.txt
-if ! cmp -s "$requirements" "$venv/installed-requirements.txt" 2>/dev/null; then
-  echo "installing openapi-spec-validator into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/installed-requirements.txt"
-fi
+pinned_venv "$venv" scripts/openapi-lint-requirements.txt
 
 failed=()
 spectral() {

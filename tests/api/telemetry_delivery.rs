@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::helpers::ingestion::*;
-use crate::helpers::{Handler, eventually};
+use crate::helpers::{Handler, eventually, serve_on_own_thread};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -12,35 +12,21 @@ use serde_json::Value;
 #[tokio::test]
 async fn a_storage_call_is_a_dependency_of_its_request_and_its_key_stays_out() {
     // A stand-in storage account that refuses every call, keeping the signatures it was sent.
-    let storage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    storage.set_nonblocking(true).unwrap();
-    let storage_addr = storage.local_addr().unwrap();
     let authorizations = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = authorizations.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(storage).unwrap();
-            let app = Router::new().fallback(move |headers: HeaderMap| {
-                let seen = seen.clone();
-                async move {
-                    if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok())
-                    {
-                        seen.lock().unwrap().push(value.to_owned());
-                    }
-                    (
-                        StatusCode::FORBIDDEN,
-                        [("content-type", "application/json")],
-                        r#"{"odata.error":{"code":"AuthenticationFailed","message":{"lang":"en-US","value":"Server failed to authenticate the request."}}}"#,
-                    )
-                }
-            });
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let storage_addr = serve_on_own_thread(Router::new().fallback(move |headers: HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                seen.lock().unwrap().push(value.to_owned());
+            }
+            (
+                StatusCode::FORBIDDEN,
+                [("content-type", "application/json")],
+                r#"{"odata.error":{"code":"AuthenticationFailed","message":{"lang":"en-US","value":"Server failed to authenticate the request."}}}"#,
+            )
+        }
+    }));
     // 64 bytes, Base64: a key that exists nowhere but here.
     let account_key =
         "c3RvcmFnZS1hY2NvdW50LWtleS10aGF0LW11c3QtbmV2ZXItYmUtZXhwb3J0ZWQtMDEyMzQ1Njc4OWFiY2RlZg==";

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use super::{Handler, eventually};
+use super::{Handler, eventually, serve_on_own_thread};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -31,26 +31,13 @@ impl Ingestion {
     pub fn start() -> Self {
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let paths = Arc::new(Mutex::new(Vec::new()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let (b, p) = (bodies.clone(), paths.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().fallback(post(
-                    move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-                        let (bodies, paths) = (b.clone(), p.clone());
-                        async move { track(uri, headers, body, bodies, paths) }
-                    },
-                ));
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let addr = serve_on_own_thread(Router::new().fallback(post(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let (bodies, paths) = (b.clone(), p.clone());
+                async move { track(uri, headers, body, bodies, paths) }
+            },
+        )));
         Self {
             addr,
             bodies,

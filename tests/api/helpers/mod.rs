@@ -20,6 +20,26 @@ use orders_api::store::memory::MemoryOrderStore;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+/// Serves `app` on a free loopback port from a thread and runtime of its own, so that it answers
+/// whatever the test's runtime is doing (a stand-in for a server outside the service: an
+/// ingestion endpoint, a storage account). Runs until the test process ends.
+pub fn serve_on_own_thread(app: axum::Router) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    addr
+}
+
 /// A running service on 127.0.0.1 with an in-memory store the test can inspect.
 pub struct TestApp {
     pub base: String,

@@ -11,6 +11,7 @@ use crate::helpers::ingestion::{
     Ingestion, body_json, client, data, dev_token, kind, of_kind_in, operation_id, start_exporting,
     tag,
 };
+use crate::helpers::serve_on_own_thread;
 
 fn sample_rate(envelope: &Value) -> f64 {
     envelope["sampleRate"]
@@ -261,25 +262,12 @@ async fn a_caller_s_sampled_flag_is_honoured_and_a_failure_overrides_it() {
 async fn an_unsampled_trace_that_fails_is_exported_with_its_dependency() {
     // A stand-in storage account that answers every call 200 with a body no client can use:
     // the call succeeds, the request fails (502).
-    let storage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    storage.set_nonblocking(true).unwrap();
-    let storage_addr = storage.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(storage).unwrap();
-            let app = Router::new().fallback(|| async {
-                (
-                    [("content-type", "application/json")],
-                    "not the JSON storage sends",
-                )
-            });
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let storage_addr = serve_on_own_thread(Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            "not the JSON storage sends",
+        )
+    }));
     let endpoint = format!("http://{storage_addr}/devstoreaccount1");
     let connection = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
