@@ -16,12 +16,8 @@ use super::check::{Function, ROUTE_PREFIX};
 /// The host's order of function names: .NET `StringComparer.OrdinalIgnoreCase`, which compares
 /// upper-cased characters by code point (names are ASCII, see [`valid_name`]).
 pub fn host_order(a: &str, b: &str) -> Ordering {
-    let upper = |s: &str| {
-        s.bytes()
-            .map(|c| c.to_ascii_uppercase())
-            .collect::<Vec<u8>>()
-    };
-    upper(a).cmp(&upper(b))
+    let upper = |c: u8| c.to_ascii_uppercase();
+    a.bytes().map(upper).cmp(b.bytes().map(upper))
 }
 
 /// A name the host accepts for a function: `^[a-z][a-z0-9_\-]{0,127}$`, case-insensitive, and
